@@ -1,0 +1,133 @@
+"""Settings: the per-route :class:`Config` and the app-wide ``PINE_WS_*`` keys.
+
+This module owns every tunable of the extension and its default, in one place,
+so that the extension, the connection and the file watcher read the same
+values. A route's :class:`Config` overrides the app-wide defaults field by
+field: a field left at ``None`` takes the app's ``PINE_WS_*`` value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from flask import Flask, Request, current_app, has_app_context
+
+#: Every ``PINE_WS_*`` key the extension reads, with its default. ``init_app``
+#: sets each with ``app.config.setdefault``; the docs list them from here.
+DEFAULTS: dict[str, Any] = {
+    # Origins accepted besides the request's own host (exact, or fnmatch
+    # patterns such as "https://*.example.com"); "*" accepts every origin.
+    "PINE_WS_ALLOWED_ORIGINS": [],
+    # Subprotocols the server may choose from, in order of preference.
+    "PINE_WS_SUBPROTOCOLS": [],
+    # permessage-deflate, on as in Pine (gorilla's EnableCompression).
+    "PINE_WS_ENABLE_COMPRESSION": True,
+    # Largest inbound message in bytes; a larger one closes with 1009.
+    "PINE_WS_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Seconds between pings; a peer that misses a pong is dropped. 0: off.
+    # 25 s keeps a connection alive behind nginx's 60 s proxy_read_timeout.
+    "PINE_WS_PING_INTERVAL": 25.0,
+    # Seconds a send may wait for a peer that does not read before the
+    # connection is dropped (the file is the buffer, never the process).
+    "PINE_WS_SEND_TIMEOUT": 60.0,
+    # Seconds to wait for the peer's reply to our close frame.
+    "PINE_WS_CLOSE_TIMEOUT": 2.0,
+    # Bytes read from the socket at a time.
+    "PINE_WS_READ_BUFFER_SIZE": 4096,
+    # watch_file: the first window sent when no start is given (Pine's 5 MB).
+    "PINE_WS_BACKLOG_BYTES": 5 * 1024 * 1024,
+    # watch_file: the largest message it sends.
+    "PINE_WS_CHUNK_BYTES": 64 * 1024,
+    # watch_file: "auto" (inotify, polling where refused), True (always
+    # poll, for NFS, CIFS and some Docker volumes) or False (never poll).
+    "PINE_WS_POLLING": "auto",
+    # watch_file: seconds between stats when polling.
+    "PINE_WS_POLL_INTERVAL": 1.0,
+    # watch_file: seconds between the safety checks that recover from
+    # events the kernel dropped (inotify queue overflow).
+    "PINE_WS_SAFETY_INTERVAL": 30.0,
+    # watch_file: directories a watched path must resolve into (None: any).
+    "PINE_WS_WATCH_ROOTS": None,
+}
+
+#: A ``check_origin`` callable: ``(origin, request) -> bool``.
+OriginCheck = Callable[[str, Request], bool]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Per-route settings, as Pine's ``websocket.Config``.
+
+    Every field left at ``None`` takes the app-wide ``PINE_WS_*`` default.
+
+    :param check_origin: ``None`` or ``True``: the browser's ``Origin`` must
+        name the request's own host (or one of ``allowed_origins``); a request
+        without ``Origin`` (a non-browser client) is allowed. ``False``: every
+        origin is accepted (the cross-site WebSocket hijacking risk Pine's
+        early default had). A callable ``(origin, request) -> bool`` decides
+        instead.
+    :param allowed_origins: origins accepted besides the own host: exact
+        (``"https://app.example.com"``) or fnmatch patterns; ``"*"`` for all.
+    :param subprotocols: subprotocols the server may choose, by preference.
+    :param enable_compression: negotiate permessage-deflate.
+    :param max_message_size: the largest inbound message, in bytes; a larger
+        one closes the connection with 1009. ``0``: no limit.
+    :param ping_interval: seconds between pings; ``0`` turns pings off.
+    :param error: called with the exception when the handler raises; the
+        client then gets close code 1011.
+    :param read_buffer_size: bytes read from the socket at a time.
+    """
+
+    check_origin: bool | OriginCheck | None = None
+    allowed_origins: Sequence[str] | None = None
+    subprotocols: Sequence[str] | None = None
+    enable_compression: bool | None = None
+    max_message_size: int | None = None
+    ping_interval: float | None = None
+    error: Callable[[BaseException], Any] | None = None
+    read_buffer_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.allowed_origins, str):
+            raise TypeError("allowed_origins must be a list of origins, not a str")
+        if isinstance(self.subprotocols, str):
+            raise TypeError("subprotocols must be a list of names, not a str")
+        for name in ("max_message_size", "read_buffer_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.ping_interval is not None and self.ping_interval < 0:
+            raise ValueError(f"ping_interval must be >= 0, got {self.ping_interval!r}")
+        if self.error is not None and not callable(self.error):
+            raise TypeError("error must be callable")
+
+    def resolve(self, app: Flask) -> Config:
+        """Return a copy with every ``None`` field filled from ``app.config``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        fallback = {
+            "allowed_origins": "PINE_WS_ALLOWED_ORIGINS",
+            "subprotocols": "PINE_WS_SUBPROTOCOLS",
+            "enable_compression": "PINE_WS_ENABLE_COMPRESSION",
+            "max_message_size": "PINE_WS_MAX_MESSAGE_SIZE",
+            "ping_interval": "PINE_WS_PING_INTERVAL",
+            "read_buffer_size": "PINE_WS_READ_BUFFER_SIZE",
+        }
+        for name, key in fallback.items():
+            if values[name] is None:
+                values[name] = app.config.get(key, DEFAULTS[key])
+        return Config(**values)
+
+
+def setting(key: str) -> Any:
+    """Return the app-wide value of ``key`` (a ``PINE_WS_*`` name).
+
+    Read from the current app when there is one, else the default, so that
+    code running outside a request (a test, a script) still works.
+    """
+    if key not in DEFAULTS:
+        raise KeyError(f"unknown setting {key!r}")
+    if has_app_context():
+        return current_app.config.get(key, DEFAULTS[key])
+    return DEFAULTS[key]

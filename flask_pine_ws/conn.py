@@ -1,0 +1,381 @@
+"""The connection handed to a handler: :class:`Conn`, safe to share between threads.
+
+simple-websocket does the protocol; this module makes it safe to use, which
+it is not as it stands (read from its 1.1 sources, see ``LIBRARIES.md``):
+
+- two threads sending at once corrupt frames, and its own reader thread writes
+  ping, pong and close frames without any lock of ours;
+- it writes with ``sock.send``, which may write part of a frame and drop the
+  rest;
+- after a disconnect it raises ``OSError`` or wsproto's ``LocalProtocolError``
+  as often as its ``ConnectionClosed``.
+
+The fix is at the one seam every write goes through: the socket. The server is
+built on a copy of the WSGI environ whose socket is a :class:`GuardedSocket`,
+so every write, the library's included, is a whole ``sendall`` under one lock,
+with a deadline: a peer that stops reading is dropped after
+``PINE_WS_SEND_TIMEOUT`` seconds instead of pinning a thread for ever. Every
+failure after a disconnect is turned into :class:`ConnectionClosed` here.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import simple_websocket
+from wsproto.utilities import LocalProtocolError
+
+from .errors import ConnectionClosed, InvalidMessage
+
+if TYPE_CHECKING:
+    from .config import Config
+
+#: Close codes an endpoint may send (RFC 6455 section 7.4, IANA registry).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+#: What simple-websocket or the socket may raise once the peer is gone.
+_GONE = (OSError, LocalProtocolError, simple_websocket.ConnectionClosed)
+
+
+class GuardedSocket:
+    """A socket whose writes are whole, serialised and bounded in time.
+
+    ``send`` and ``sendall`` both write every byte or raise; a write that makes
+    no progress for ``send_timeout`` seconds shuts the socket down (so the
+    reader thread wakes up and the connection ends) and raises
+    ``TimeoutError``. Reads pass straight through: only the library's reader
+    thread reads.
+    """
+
+    def __init__(self, sock: socket.socket, send_timeout: float) -> None:
+        self._sock = sock
+        self._send_timeout = send_timeout
+        self._lock = threading.Lock()
+        # MSG_DONTWAIT makes one call non-blocking without touching the
+        # socket's mode, which the reader thread's blocking recv relies on.
+        # An SSL socket accepts no flags: it gets a plain blocking sendall.
+        self._nonblocking = not isinstance(sock, ssl.SSLSocket) and hasattr(socket, "MSG_DONTWAIT")
+
+    def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def sendall(self, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
+        with self._lock:
+            if not self._nonblocking:
+                self._sock.sendall(data)
+                return
+            view = memoryview(data).cast("B")
+            deadline: float | None = None
+            while view:
+                try:
+                    sent = self._sock.send(view, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent:
+                    view = view[sent:]
+                    deadline = None
+                    continue
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._send_timeout
+                if now >= deadline:
+                    self.abort()
+                    raise TimeoutError(errno.ETIMEDOUT, "the peer stopped reading")
+                poller = select.poll()
+                poller.register(self._sock.fileno(), select.POLLOUT)
+                poller.poll(min(deadline - now, 1.0) * 1000)
+
+    def abort(self) -> None:
+        """Shut the socket down both ways: a blocked ``recv`` returns at once."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected: nothing left to wake
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        return self._sock.recv(bufsize, flags)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _NotifyingEvent(threading.Event):
+    """simple-websocket's wake-up event, which also calls listeners.
+
+    The library sets it when a message arrives and when the connection ends;
+    listeners (a file watcher waiting for the file *or* the client) learn of
+    both without polling. Listeners run on the library's reader thread: they
+    must only signal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for listener in list(self.listeners):
+            listener()
+
+
+class _Server(simple_websocket.Server):
+    """simple-websocket's server, choosing among our subprotocols."""
+
+    def choose_subprotocol(self, request: Any) -> str | None:
+        # The client's order of preference decides, as the RFC suggests and
+        # gorilla does; the library's default does the same, kept explicit.
+        for proto in request.subprotocols:
+            if proto in self.subprotocols:
+                return str(proto)
+        return None
+
+
+class Conn:
+    """A WebSocket connection, as Pine's ``*websocket.Conn``.
+
+    Every method may be called from any thread. Sends never interleave with
+    each other nor with the ping, pong and close frames of the library, and
+    are never partial. Once the connection is gone, every call that needs it
+    raises :class:`ConnectionClosed`.
+
+    Not built directly: a handler registered with :meth:`FlaskPineWS.new`
+    receives one.
+    """
+
+    def __init__(self, environ: dict[str, Any], config: Config, *, send_timeout: float,
+                 close_timeout: float) -> None:
+        raw = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        if raw is None:
+            raise RuntimeError("flask-pine-ws runs under gunicorn or Werkzeug's server only: "
+                               "no socket in the WSGI environ")
+        self._sock = GuardedSocket(raw, send_timeout)
+        self._event = _NotifyingEvent()
+        self._lock = threading.RLock()
+        self._close_timeout = close_timeout
+        self._local_close: tuple[int, str] | None = None
+        self._viewed_bytes = 0
+        environ = dict(environ)
+        key = "gunicorn.socket" if "gunicorn.socket" in environ else "werkzeug.socket"
+        environ[key] = self._sock
+        if not config.enable_compression:
+            # The library accepts permessage-deflate whenever it is offered:
+            # not offering it is the only way to turn it off.
+            environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        self._ws = _Server(
+            environ,
+            subprotocols=list(config.subprotocols or []),
+            receive_bytes=config.read_buffer_size or 4096,
+            ping_interval=config.ping_interval or None,
+            max_message_size=config.max_message_size or None,
+            event_class=lambda: self._event,
+        )
+        #: ``"gunicorn"`` or ``"werkzeug"``: the server this connection runs on.
+        self.mode: str = self._ws.mode
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """``True`` until either side closes or the peer is gone."""
+        return bool(self._ws.connected)
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen in the handshake, or ``None``."""
+        return self._ws.subprotocol
+
+    @property
+    def viewed_bytes(self) -> int:
+        """Bytes of watched files delivered on this connection (Pine's ``viewedBytesSize``)."""
+        return self._viewed_bytes
+
+    def add_viewed_bytes(self, count: int) -> None:
+        """Count ``count`` more bytes of a watched file as delivered."""
+        self._viewed_bytes += count
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed: ours if we closed, else the peer's (1006: no close frame)."""
+        if self.connected:
+            return None
+        if self._local_close is not None:
+            return self._local_close[0]
+        code = int(self._ws.close_reason)
+        return 1006 if code == 1005 and self._ws.close_message is None else code
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason once closed, or ``""``."""
+        if self._local_close is not None:
+            return self._local_close[1]
+        return self._ws.close_message or ""
+
+    def _closed(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code or 1006, self.close_reason)
+
+    # -- listeners -----------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a message arrives or the connection ends.
+
+        It runs on another thread and must only signal (set an event, say).
+        """
+        self._event.listeners.append(callback)
+        if not self.connected:
+            callback()
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``; a callback never added is ignored."""
+        try:
+            self._event.listeners.remove(callback)
+        except ValueError:
+            pass
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, data: str | bytes) -> None:
+        """Send one message: text for ``str``, binary for bytes-like data.
+
+        :raises ConnectionClosed: the connection is gone.
+        :raises TypeError: ``data`` is neither text nor bytes.
+        """
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        elif not isinstance(data, (str, bytes)):
+            raise TypeError(f"send() takes str or bytes, not {type(data).__name__}; "
+                            "use send_json() for other objects")
+        with self._lock:
+            if not self._ws.connected:
+                raise self._closed()
+            try:
+                self._ws.send(data)
+            except _GONE:
+                self._gone()
+                raise self._closed() from None
+
+    def send_json(self, obj: Any) -> None:
+        """Send ``obj`` encoded as JSON in one text message.
+
+        :raises TypeError: ``obj`` cannot be encoded (nothing is sent).
+        """
+        self.send(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+    # -- receiving -----------------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """Wait for the next message and return it (``str`` or ``bytes``).
+
+        :param timeout: seconds to wait; ``None`` waits until a message comes
+            or the connection ends; ``0`` does not wait.
+        :returns: the message, or ``None`` when ``timeout`` passed first.
+        :raises ConnectionClosed: the connection ended and no message is left.
+        """
+        try:
+            message = self._ws.receive(timeout=timeout)
+        except _GONE:
+            raise self._closed() from None
+        if message is None and not self._ws.connected:
+            raise self._closed()
+        return message  # type: ignore[no-any-return]
+
+    def receive_json(self, timeout: float | None = None) -> Any:
+        """Receive one message and decode it as JSON.
+
+        :returns: the decoded value, or ``None`` when ``timeout`` passed first
+            (a JSON ``null`` also decodes to ``None``).
+        :raises InvalidMessage: the message is not JSON; it is consumed and
+            the connection stays open.
+        :raises ConnectionClosed: the connection ended.
+        """
+        message = self.receive(timeout)
+        if message is None:
+            return None
+        try:
+            return json.loads(message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidMessage(f"the message is not valid JSON: {exc}") from None
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with ``code`` and ``reason``, as the client sees them.
+
+        Closing a closed connection does nothing.
+
+        :raises ValueError: ``code`` may not be sent (RFC 6455 7.4: 1000-1003,
+            1007-1014, 3000-4999) or ``reason`` exceeds 123 bytes in UTF-8.
+        """
+        if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} may not be sent; use 1000-1003, "
+                             "1007-1014 or 3000-4999")
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes in UTF-8")
+        self._close(code, reason, wait=None)
+
+    def _close(self, code: int, reason: str, wait: float | None) -> None:
+        # A sender blocked on a slow peer holds the lock for up to the send
+        # timeout; a shutdown cannot wait that long, so it may give up and cut
+        # the socket instead (the peer then sees 1006, not our code).
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            self._local_close = (code, reason)
+            self._sock.abort()
+            self._event.set()
+            return
+        try:
+            if not self._ws.connected:
+                return
+            self._local_close = (code, reason)
+            try:
+                self._ws.close(code, reason)
+            except _GONE:
+                self._gone()
+        finally:
+            self._lock.release()
+        self._event.set()
+
+    def _gone(self) -> None:
+        """The socket failed under us: mark the connection ended and wake waiters."""
+        self._ws.connected = False
+        self._sock.abort()
+        self._event.set()
+
+    def finish(self) -> None:
+        """End the connection for good: close it if open, and reap the reader thread.
+
+        Called when the handler returns. Waits ``close_timeout`` for the peer's
+        close reply, then cuts the socket, so no thread outlives its request.
+        """
+        if self.connected:
+            self._close(1000, "", wait=self._close_timeout)
+        thread = self._ws.thread
+        thread.join(self._close_timeout)
+        if thread.is_alive():
+            self._sock.abort()
+            thread.join(self._close_timeout)
+
+    def abort_for_shutdown(self) -> None:
+        """Close with 1001 at once, as the server goes away."""
+        self._close(1001, "server shutting down", wait=1.0)
+
+    # -- watching ------------------------------------------------------------
+
+    def watch_file(self, path: str, **options: Any) -> None:
+        """Stream ``path`` to this connection: :func:`flask_pine_ws.watch_file` (``conn`` omitted)."""
+        from .watch import watch_file
+
+        watch_file(path, self, **options)

@@ -1,0 +1,225 @@
+"""The Flask extension: :class:`FlaskPineWS`, its ``new()`` routes and :class:`Ctx`.
+
+This module owns how a WebSocket route is registered and run: the extension
+pattern (``init_app``, app factories, several apps, blueprints), the request
+life of one connection (refuse or accept, run the handler, report its error,
+close, reap), and how the request ends under each server. The extension
+object holds no app: per-app settings live in ``app.config``, and the routes
+declared on it are registered on every app it is initialised on.
+
+Why not flask-sock's ``Sock.route``: it returns ``None`` instead of the
+function, cannot refuse a handshake with an HTTP status (no origin check), and
+under Werkzeug's server writes a 200 after the close frame. What it does right
+is kept: the socket is taken from the WSGI environ, and under gunicorn the
+request ends by raising ``StopIteration`` from the response, so that gunicorn
+writes nothing more on the socket.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from flask import Blueprint, Flask, Request, Response, current_app, request
+from werkzeug.datastructures import MultiDict
+
+from . import shutdown
+from .config import DEFAULTS, Config
+from .conn import Conn
+from .errors import ConnectionClosed
+from .handshake import refusal
+
+Handler = Callable[[Conn, "Ctx"], Any]
+H = TypeVar("H", bound=Handler)
+
+EXTENSION_KEY = "pine_ws"
+
+
+class Ctx:
+    """What Pine's ``*pine.Ctx`` gives a handler.
+
+    :ivar request: the Flask request of the handshake (headers, cookies,
+        ``remote_addr``); usable for the whole life of the connection.
+    :ivar params: the URL variables, as Flask's converters give them.
+    :ivar query: the query string, a ``MultiDict`` (``ctx.query.get("offset")``).
+    """
+
+    __slots__ = ("request", "params", "query")
+
+    def __init__(self, request: Request, params: Mapping[str, Any],
+                 query: MultiDict[str, str]) -> None:
+        self.request = request
+        self.params = dict(params)
+        self.query = query
+
+    def __repr__(self) -> str:
+        return f"<Ctx {self.request.path!r} params={self.params!r}>"
+
+
+class _SocketTakenOver(Response):
+    """The response of a finished WebSocket request: writes nothing.
+
+    The socket belonged to the WebSocket; any byte the server wrote now would
+    follow the close frame and read as a broken frame in the browser.
+    """
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self._mode = mode
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self._mode == "gunicorn":
+            # gunicorn's gthread worker ends the request without a response
+            # when the app raises StopIteration (what flask-sock relies on).
+            raise StopIteration()
+        # Werkzeug's server treats a ConnectionError as a dropped client:
+        # it writes nothing and logs nothing.
+        raise ConnectionAbortedError("WebSocket closed")
+
+
+class FlaskPineWS:
+    """The extension: WebSocket routes in one decorator, as Pine's ``websocket.New``.
+
+    ::
+
+        pine = FlaskPineWS(app)          # or FlaskPineWS(), then pine.init_app(app)
+
+        @pine.new("/ws/<room>", config=Config(ping_interval=20))
+        def chat(conn: Conn, ctx: Ctx) -> None:
+            while True:
+                conn.send(conn.receive())
+
+    ``init_app`` sets every ``PINE_WS_*`` key it reads with
+    ``app.config.setdefault``, so an app overrides any of them before or after:
+
+    ============================== ===========================================
+    ``PINE_WS_ALLOWED_ORIGINS``    ``[]``: origins accepted besides the own host
+    ``PINE_WS_SUBPROTOCOLS``       ``[]``
+    ``PINE_WS_ENABLE_COMPRESSION`` ``True`` (permessage-deflate)
+    ``PINE_WS_MAX_MESSAGE_SIZE``   ``1048576`` bytes inbound; larger: close 1009
+    ``PINE_WS_PING_INTERVAL``      ``25.0`` seconds; ``0``: no pings
+    ``PINE_WS_SEND_TIMEOUT``       ``60.0`` seconds a peer may stop reading
+    ``PINE_WS_CLOSE_TIMEOUT``      ``2.0`` seconds to wait for the close reply
+    ``PINE_WS_READ_BUFFER_SIZE``   ``4096`` bytes
+    ``PINE_WS_BACKLOG_BYTES``      ``5242880``: watch_file's first window
+    ``PINE_WS_CHUNK_BYTES``        ``65536``: watch_file's largest message
+    ``PINE_WS_POLLING``            ``"auto"``: inotify, polling where refused
+    ``PINE_WS_POLL_INTERVAL``      ``1.0`` seconds between polls
+    ``PINE_WS_SAFETY_INTERVAL``    ``30.0`` seconds between safety checks
+    ``PINE_WS_WATCH_ROOTS``        ``None``: directories watch_file may read
+    ============================== ===========================================
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._routes: list[tuple[str, Handler, Config, dict[str, Any]]] = []
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension, and every route declared so far, on ``app``.
+
+        :raises RuntimeError: the extension is already registered on ``app``.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A FlaskPineWS extension is already registered on this app; call "
+                "init_app once per app and reach it with app.extensions['pine_ws'].")
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, copy.copy(value))
+        app.extensions[EXTENSION_KEY] = self
+        self._apps.add(app)
+        for rule, handler, config, options in self._routes:
+            _add_route(app, rule, handler, config, options)
+        shutdown.install()
+
+    def new(self, rule: str, *, config: Config | None = None,
+            blueprint: Blueprint | None = None, **options: Any) -> Callable[[H], H]:
+        """Decorate ``handler(conn, ctx)`` to serve WebSocket connections at ``rule``.
+
+        :param rule: the URL rule, with Flask's converters (``/ws/<int:id>``).
+        :param config: this route's :class:`Config`; unset fields take the
+            app's ``PINE_WS_*`` values.
+        :param blueprint: register the route on this blueprint instead of the
+            apps the extension is initialised on (register the blueprint on an
+            app that has the extension).
+        :param options: passed to Flask's ``add_url_rule`` (``endpoint``,
+            ``defaults``, ``host``, ...).
+        :returns: the handler, unchanged.
+        """
+        cfg = config if config is not None else Config()
+        if not isinstance(cfg, Config):
+            raise TypeError(f"config must be a flask_pine_ws.Config, not {type(cfg).__name__}")
+
+        def decorator(handler: H) -> H:
+            if blueprint is not None:
+                _add_route(blueprint, rule, handler, cfg, options)
+                return handler
+            self._routes.append((rule, handler, cfg, options))
+            for app in list(self._apps):
+                _add_route(app, rule, handler, cfg, options)
+            return handler
+
+        return decorator
+
+
+def _add_route(target: Flask | Blueprint, rule: str, handler: Handler, config: Config,
+               options: dict[str, Any]) -> None:
+    options = dict(options)
+    endpoint = options.pop("endpoint", None) or handler.__name__
+    options.pop("methods", None)  # a handshake is a GET; anything else is refused
+    view = _make_view(handler, config)
+    # Werkzeug matches an upgrade request only against websocket rules, and a
+    # plain request only against the others: register both, so that a plain
+    # GET reaches the view and gets a clear 400 instead of a bare mismatch.
+    target.add_url_rule(rule, endpoint, view, websocket=True, **options)
+    target.add_url_rule(rule, endpoint, view, methods=["GET", "POST", "PUT", "DELETE"],
+                        **options)
+
+
+def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
+    @functools.wraps(handler)
+    def view(**params: Any) -> Response:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        if EXTENSION_KEY not in app.extensions:
+            raise RuntimeError("FlaskPineWS is not initialised on this app: did you "
+                               "forget to call pine.init_app(app)?")
+        cfg = config.resolve(app)
+        refused = refusal(request, cfg)
+        if refused is not None:
+            return refused
+        if shutdown.stopping.is_set():
+            return Response("The server is shutting down.\n", status=503, mimetype="text/plain")
+        conn = Conn(request.environ, cfg,
+                    send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
+                    close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]))
+        shutdown.register(conn)
+        try:
+            _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
+                                    params, request.args), cfg, app)
+        finally:
+            shutdown.unregister(conn)
+            conn.finish()
+        return _SocketTakenOver(conn.mode)
+
+    return view
+
+
+def _run(handler: Handler, conn: Conn, ctx: Ctx, cfg: Config, app: Flask) -> None:
+    try:
+        handler(conn, ctx)
+    except ConnectionClosed:
+        pass  # the client left: the normal end of most handlers
+    except Exception as exc:  # noqa: BLE001 - reported below, then 1011 to the client
+        if cfg.error is not None:
+            try:
+                cfg.error(exc)
+            except Exception:  # noqa: BLE001
+                app.logger.exception("The error callback of %s failed", ctx.request.path)
+        else:
+            app.logger.exception("WebSocket handler for %s failed", ctx.request.path)
+        if conn.connected:
+            conn.close(1011, "internal server error")

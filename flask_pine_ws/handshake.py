@@ -1,0 +1,76 @@
+"""The HTTP side of the upgrade: what is refused before any socket is accepted.
+
+A refused handshake is an ordinary HTTP error response (400, 403, 426), never
+an accepted socket closed afterwards, so that browsers, proxies and scripts see
+why. The origin check lives here because it must run before the upgrade:
+neither simple-websocket nor flask-sock checks the origin at all, which leaves
+every route open to cross-site WebSocket hijacking.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
+
+from flask import Request, Response
+
+from .config import Config
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _netloc(scheme: str, host: str) -> str:
+    """``host[:port]`` in lower case, the scheme's default port left out."""
+    host = host.strip().lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None and host.endswith(f":{default}") and not host.endswith("]"):
+        host = host[: -len(f":{default}")]
+    return host
+
+
+def origin_allowed(origin: str, request: Request, config: Config) -> bool:
+    """Whether a browser's ``Origin`` may open a socket on this route.
+
+    The default, as gorilla's ``checkSameOrigin`` which Pine adopted: the
+    origin's host (and port) must be the request's ``Host``; behind a proxy,
+    ``werkzeug.middleware.proxy_fix.ProxyFix`` makes that the forwarded host.
+    ``allowed_origins`` adds exact origins or fnmatch patterns.
+    """
+    check = config.check_origin
+    if check is False:
+        return True
+    if callable(check) and check is not True:
+        return bool(check(origin, request))
+    for pattern in config.allowed_origins or ():
+        if pattern == "*" or fnmatchcase(origin.lower(), pattern.lower()):
+            return True
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.netloc:
+        return False  # "null" (a sandboxed page, a file:// page) or garbage
+    return _netloc(parts.scheme, parts.netloc) == _netloc(request.scheme, request.host)
+
+
+def refusal(request: Request, config: Config) -> Response | None:
+    """The HTTP response refusing this upgrade request, or ``None`` to accept it."""
+    headers = request.headers
+    connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
+        return _text(400, "This URL is a WebSocket endpoint: connect with a WebSocket client "
+                          "(a GET with 'Upgrade: websocket' and 'Connection: Upgrade').")
+    if request.method != "GET":
+        return _text(405, "A WebSocket handshake is a GET request.")
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        response = _text(426, "Unsupported WebSocket version: this server speaks version 13.")
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return response
+    if not headers.get("Sec-WebSocket-Key", "").strip():
+        return _text(400, "The WebSocket handshake lacks its Sec-WebSocket-Key header.")
+    origin = headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, request, config):
+        return _text(403, f"Origin {origin!r} may not open a WebSocket here "
+                          "(cross-origin request refused).")
+    return None
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(message + "\n", status=status, mimetype="text/plain")

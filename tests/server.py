@@ -1,0 +1,115 @@
+"""Real servers for the tests: gunicorn (gthread) and Werkzeug's, as child processes.
+
+Each server listens on 127.0.0.1, on a socket the test process binds first
+(port 0, so two tests never race for a port) and hands to gunicorn as
+``fd://N``. The server's output goes to a file the test can read, to assert
+that nothing was logged that should not have been (a traceback, a 500).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /__ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()}")
+
+
+class Server:
+    """One server process; ``url`` and ``ws_url`` point at it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path, *,
+                 ready_timeout: float = 30, kind: str = "gunicorn") -> None:
+        self.kind = kind
+        self.log_path = log
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(512)
+        self.port = self._listener.getsockname()[1]
+        fd = self._listener.fileno()
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
+                    "PINE_TEST_LISTEN_FD": str(fd)}
+        argv = [a.replace("{fd}", str(fd)) for a in argv]
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=full_env, stdout=self._log_file,
+                                     stderr=subprocess.STDOUT, pass_fds=(fd,),
+                                     start_new_session=True)
+        try:
+            _wait_listening(self.port, self.proc, log, ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers (children of the arbiter), or the server itself."""
+        if self.kind != "gunicorn":
+            return [self.proc.pid]
+        pids = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids.extend(int(p) for p in children)
+        return pids
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the whole process group goes."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
+        except ProcessLookupError:
+            pass
+        self._listener.close()
+        self._log_file.close()
+        return self.proc.returncode
+
+
+def gunicorn_argv(app: str, *, threads: int = 32, workers: int = 1,
+                  extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
+            "-w", str(workers), "-b", "fd://{fd}", "--no-control-socket",
+            "--graceful-timeout", "20", "--timeout", "60", "--log-level", "info",
+            "--chdir", str(APPS), *(extra or []), app]
+
+
+def werkzeug_argv(app: str) -> list[str]:
+    return [sys.executable, str(APPS / "run_werkzeug.py"), app]
