@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs, installed only when missing:
+#   chromium     the viewer's tests drive the page in real headless Chromium
+#   nginx-light  the deployment tests put a real nginx in front of gunicorn
+# Run as root (or with sudo). Nothing is downloaded outside Debian's archive.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
