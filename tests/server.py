@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 APPS = Path(__file__).parent / "apps"
+#: The repository root: children import flask_pine_ws from here even when the
+#: package is not installed (gunicorn runs with --chdir into APPS).
+ROOT = Path(__file__).parent.parent
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -48,8 +51,10 @@ class Server:
         self._listener.listen(512)
         self.port = self._listener.getsockname()[1]
         fd = self._listener.fileno()
+        pythonpath = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1",
-                    "PINE_TEST_LISTEN_FD": str(fd)}
+                    "PINE_TEST_LISTEN_FD": str(fd), "PYTHONPATH": pythonpath}
         argv = [a.replace("{fd}", str(fd)) for a in argv]
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=full_env, stdout=self._log_file,
