@@ -90,8 +90,11 @@ class GuardedSocket:
                 if now >= deadline:
                     self.abort()
                     raise TimeoutError(errno.ETIMEDOUT, "the peer stopped reading")
+                fd = self._sock.fileno()
+                if fd < 0:  # closed by the reader thread meanwhile
+                    raise OSError(errno.EBADF, "the socket is closed")
                 poller = select.poll()
-                poller.register(self._sock.fileno(), select.POLLOUT)
+                poller.register(fd, select.POLLOUT)
                 poller.poll(min(deadline - now, 1.0) * 1000)
 
     def abort(self) -> None:
