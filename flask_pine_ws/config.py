@@ -29,6 +29,11 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between pings; a peer that misses a pong is dropped. 0: off.
     # 25 s keeps a connection alive behind nginx's 60 s proxy_read_timeout.
     "PINE_WS_PING_INTERVAL": 25.0,
+    # Seconds a ping may stay unanswered before the peer is dropped (1008).
+    # Apart from the ping interval: simple-websocket alone drops a peer whose
+    # pong is not back by the next ping, which kills a client that reads
+    # slowly (its pongs queue behind large messages) or a short interval.
+    "PINE_WS_PONG_TIMEOUT": 20.0,
     # Seconds a send may wait for a peer that does not read before the
     # connection is dropped (the file is the buffer, never the process).
     "PINE_WS_SEND_TIMEOUT": 60.0,

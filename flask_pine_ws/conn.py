@@ -137,7 +137,37 @@ class _NotifyingEvent(threading.Event):
 
 
 class _Server(simple_websocket.Server):
-    """simple-websocket's server, choosing among our subprotocols."""
+    """simple-websocket's server, choosing among our subprotocols, with a pong deadline.
+
+    The library's reader thread sets ``pong_received = False`` when it sends a
+    ping and drops the peer (1008) if it is still ``False`` at the next ping:
+    the pong deadline is the ping interval. A client reading large messages
+    slowly answers pings late (they queue behind the data), so a short
+    interval dropped healthy clients. ``pong_received`` is made a property:
+    an unanswered ping counts as answered until ``pong_timeout`` seconds
+    after the first ping that is still unanswered.
+    """
+
+    def __init__(self, environ: dict[str, Any], *, pong_timeout: float, **kwargs: Any) -> None:
+        # Set before the base class runs: its __init__ writes pong_received.
+        self._pong_timeout = pong_timeout
+        self._pong_ok = True
+        self._ping_sent = 0.0
+        super().__init__(environ, **kwargs)
+
+    @property
+    def pong_received(self) -> bool:
+        if self._pong_ok:
+            return True
+        return time.monotonic() - self._ping_sent < self._pong_timeout
+
+    @pong_received.setter
+    def pong_received(self, value: bool) -> None:
+        if value:
+            self._pong_ok = True
+        elif self._pong_ok:  # the first unanswered ping starts the clock
+            self._pong_ok = False
+            self._ping_sent = time.monotonic()
 
     def choose_subprotocol(self, request: Any) -> str | None:
         # The client's order of preference decides, as the RFC suggests and
@@ -161,7 +191,7 @@ class Conn:
     """
 
     def __init__(self, environ: dict[str, Any], config: Config, *, send_timeout: float,
-                 close_timeout: float) -> None:
+                 close_timeout: float, pong_timeout: float = 20.0) -> None:
         raw = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
         if raw is None:
             raise RuntimeError("flask-pine-ws runs under gunicorn or Werkzeug's server only: "
@@ -186,6 +216,7 @@ class Conn:
             ping_interval=config.ping_interval or None,
             max_message_size=config.max_message_size or None,
             event_class=lambda: self._event,
+            pong_timeout=pong_timeout,
         )
         #: ``"gunicorn"`` or ``"werkzeug"``: the server this connection runs on.
         self.mode: str = self._ws.mode

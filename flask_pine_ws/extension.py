@@ -101,6 +101,7 @@ class FlaskPineWS:
     ``PINE_WS_ENABLE_COMPRESSION`` ``True`` (permessage-deflate)
     ``PINE_WS_MAX_MESSAGE_SIZE``   ``1048576`` bytes inbound; larger: close 1009
     ``PINE_WS_PING_INTERVAL``      ``25.0`` seconds; ``0``: no pings
+    ``PINE_WS_PONG_TIMEOUT``       ``20.0`` seconds a ping may go unanswered
     ``PINE_WS_SEND_TIMEOUT``       ``60.0`` seconds a peer may stop reading
     ``PINE_WS_CLOSE_TIMEOUT``      ``2.0`` seconds to wait for the close reply
     ``PINE_WS_READ_BUFFER_SIZE``   ``4096`` bytes
@@ -195,7 +196,8 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             return Response("The server is shutting down.\n", status=503, mimetype="text/plain")
         conn = Conn(request.environ, cfg,
                     send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
-                    close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]))
+                    close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]),
+                    pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]))
         shutdown.register(conn)
         try:
             _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
