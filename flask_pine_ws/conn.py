@@ -136,7 +136,7 @@ class _NotifyingEvent(threading.Event):
             listener()
 
 
-class _Server(simple_websocket.Server):
+class _Server(simple_websocket.Server):  # type: ignore[misc]  # untyped library
     """simple-websocket's server, choosing among our subprotocols, with a pong deadline.
 
     The library's reader thread sets ``pong_received = False`` when it sends a
@@ -231,7 +231,8 @@ class Conn:
     @property
     def subprotocol(self) -> str | None:
         """The subprotocol chosen in the handshake, or ``None``."""
-        return self._ws.subprotocol
+        chosen = self._ws.subprotocol
+        return None if chosen is None else str(chosen)
 
     @property
     def viewed_bytes(self) -> int:
@@ -409,7 +410,7 @@ class Conn:
     # -- watching ------------------------------------------------------------
 
     def watch_file(self, path: str, **options: Any) -> None:
-        """Stream ``path`` to this connection: :func:`flask_pine_ws.watch_file` (``conn`` omitted)."""
+        """Stream ``path`` here: :func:`flask_pine_ws.watch_file` with ``conn`` omitted."""
         from .watch import watch_file
 
         watch_file(path, self, **options)

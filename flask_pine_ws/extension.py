@@ -215,11 +215,11 @@ def _run(handler: Handler, conn: Conn, ctx: Ctx, cfg: Config, app: Flask) -> Non
         handler(conn, ctx)
     except ConnectionClosed:
         pass  # the client left: the normal end of most handlers
-    except Exception as exc:  # noqa: BLE001 - reported below, then 1011 to the client
+    except Exception as exc:  # reported below, then 1011 to the client
         if cfg.error is not None:
             try:
                 cfg.error(exc)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 app.logger.exception("The error callback of %s failed", ctx.request.path)
         else:
             app.logger.exception("WebSocket handler for %s failed", ctx.request.path)

@@ -39,7 +39,7 @@ def origin_allowed(origin: str, request: Request, config: Config) -> bool:
     check = config.check_origin
     if check is False:
         return True
-    if callable(check) and check is not True:
+    if check is not None and check is not True:
         return bool(check(origin, request))
     for pattern in config.allowed_origins or ():
         if pattern == "*" or fnmatchcase(origin.lower(), pattern.lower()):
