@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -165,6 +166,22 @@ class FlaskPineWS:
             return handler
 
         return decorator
+
+    def viewer(self, files: Mapping[str, str | os.PathLike[str]], **options: Any) -> Blueprint:
+        """Return a blueprint serving the live log viewer for ``files`` (name -> path).
+
+        ::
+
+            app.register_blueprint(pine.viewer({"app": "/var/log/app.log"}),
+                                   url_prefix="/logs")
+
+        Guard it with the blueprint's ``before_request`` (it runs for the page,
+        its static files and the WebSocket handshake). The options are
+        :func:`flask_pine_ws.viewer.make_viewer`'s.
+        """
+        from .viewer import make_viewer  # lazily: most apps never serve the viewer
+
+        return make_viewer(self, files, **options)
 
 
 def _add_route(target: Flask | Blueprint, rule: str, handler: Handler, config: Config,
