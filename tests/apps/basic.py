@@ -6,15 +6,24 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request, url_for
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, InvalidMessage
+from flask_pine_ws import Config, Conn, ConnectionClosed, Ctx, FlaskPineWS, InvalidMessage
 
 pine = FlaskPineWS()
 bp = Blueprint("bp", __name__, url_prefix="/bp")
 errors: list[str] = []
+#: What handlers saw, for the tests to read at GET /state (one worker process).
+events: list[dict[str, object]] = []
+_events_lock = threading.Lock()
+
+
+def record(name: str, **details: object) -> None:
+    with _events_lock:
+        events.append({"event": name, **details})
 
 
 @pine.new("/echo")
@@ -77,7 +86,8 @@ def small(conn: Conn, ctx: Ctx) -> None:
         conn.send(conn.receive())  # type: ignore[arg-type]
 
 
-@pine.new("/origins", config=Config(allowed_origins=["https://ok.example", "https://*.trusted.example"]))
+@pine.new("/origins",
+          config=Config(allowed_origins=["https://ok.example", "https://*.trusted.example"]))
 def origins(conn: Conn, ctx: Ctx) -> None:
     conn.send("in")
 
@@ -87,32 +97,45 @@ def anyorigin(conn: Conn, ctx: Ctx) -> None:
     conn.send("in")
 
 
-@pine.new("/customorigin", config=Config(check_origin=lambda origin, req: origin.endswith(".custom")))
+@pine.new("/customorigin",
+          config=Config(check_origin=lambda origin, req: origin.endswith(".custom")))
 def customorigin(conn: Conn, ctx: Ctx) -> None:
     conn.send("in")
 
 
 @pine.new("/storm", config=Config(ping_interval=0.01))
 def storm(conn: Conn, ctx: Ctx) -> None:
-    """Several threads send large messages at once while pings fly."""
+    """Several threads send large messages at once while pings fly.
+
+    Message ``i`` of thread ``t`` is ``{"t":..,"i":..}|`` then one letter
+    repeated to ``size`` bytes (``size`` grows with ``i`` between ``size``
+    and ``max``): text from even threads, binary from odd ones. A sender
+    stops quietly on ConnectionClosed; any other error is a traceback in the
+    server's log, which the tests read.
+    """
     threads_n = int(ctx.query.get("threads", "4"))
     count = int(ctx.query.get("count", "20"))
     size = int(ctx.query.get("size", "16384"))
+    largest = int(ctx.query.get("max", str(size)))
 
     def sender(tid: int) -> None:
-        for i in range(count):
-            head = json.dumps({"t": tid, "i": i}).encode()
-            body = head + b"|" + bytes([65 + tid % 26]) * (size - len(head) - 1)
-            if tid % 2:
-                conn.send(body)
-            else:
-                conn.send(body.decode())
+        try:
+            for i in range(count):
+                head = json.dumps({"t": tid, "i": i}).encode()
+                length = size + (largest - size) * i // max(count - 1, 1)
+                body = head + b"|" + bytes([65 + tid % 26]) * (length - len(head) - 1)
+                if tid % 2:
+                    conn.send(body)
+                else:
+                    conn.send(body.decode())
+        except ConnectionClosed:
+            record("storm-sender-closed")
 
     workers = [threading.Thread(target=sender, args=(t,)) for t in range(threads_n)]
     for w in workers:
         w.start()
     for w in workers:
-        w.join()
+        w.join(120)
     conn.send("done")
     conn.receive(timeout=30)
 
@@ -120,9 +143,72 @@ def storm(conn: Conn, ctx: Ctx) -> None:
 @pine.new("/sendafter")
 def send_after_close(conn: Conn, ctx: Ctx) -> None:
     """Keeps sending after the client left: must end quietly with ConnectionClosed."""
-    while True:
-        conn.send("tick " * 1000)
-        time.sleep(0.01)
+    try:
+        while True:
+            conn.send("tick " * 1000)
+            time.sleep(0.01)
+    except ConnectionClosed as exc:
+        record("sendafter-closed", code=exc.code, connected=conn.connected)
+        raise
+
+
+@pine.new("/flood")
+def flood(conn: Conn, ctx: Ctx) -> None:
+    """Sends 64 KiB messages until the peer stops reading and is dropped."""
+    started = time.monotonic()
+    try:
+        while True:
+            conn.send(b"f" * 65536)
+    except ConnectionClosed:
+        record("flood-dropped", after=time.monotonic() - started)
+        raise
+
+
+@pine.new("/connected")
+def connected(conn: Conn, ctx: Ctx) -> None:
+    """Reports ``connected``, then what a handler sees once the client closed."""
+    conn.send_json({"connected": conn.connected})
+    try:
+        conn.receive(timeout=30)
+    except ConnectionClosed as exc:
+        state: dict[str, object] = {"connected": conn.connected, "code": exc.code,
+                                    "reason": exc.reason, "close_code": conn.close_code}
+        calls: dict[str, Callable[[], object]] = {
+            "send": lambda: conn.send("late"),
+            "send_json": lambda: conn.send_json([1]),
+            "receive": lambda: conn.receive(timeout=1),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+                state[name] = "no error"
+            except Exception as err:  # noqa: BLE001 - the test asserts it is ConnectionClosed
+                state[name] = type(err).__name__
+        conn.close(1000)  # closing a closed connection does nothing
+        record("connected-after-close", **state)
+
+
+@pine.new("/badclose")
+def bad_close(conn: Conn, ctx: Ctx) -> None:
+    """Tries close codes and reasons a peer may not be sent; reports which were refused."""
+    refused = {}
+    for code, reason in ((999, ""), (1004, ""), (1005, ""), (1006, ""), (1015, ""),
+                         (2999, ""), (5000, ""), (1000, "x" * 124), (1000, "é" * 62)):
+        try:
+            conn.close(code, reason)
+            refused[f"{code}/{len(reason)}"] = "accepted"
+        except ValueError as exc:
+            refused[f"{code}/{len(reason)}"] = str(exc)
+    conn.send_json({"refused": refused, "connected": conn.connected})
+    conn.close(3000, "é" * 61)  # 122 bytes: allowed
+
+
+@pine.new("/typed/<int:num>/<float:ratio>/<path:rest>", endpoint="typed_ep",
+          defaults={"flag": "on"})
+def typed(conn: Conn, ctx: Ctx) -> None:
+    conn.send_json({"params": ctx.params, "endpoint": request.endpoint,
+                    "types": {k: type(v).__name__ for k, v in ctx.params.items()},
+                    "url": url_for("typed_ep", num=7, ratio=0.5, rest="x/y")})
 
 
 @pine.new("/wait")
@@ -157,6 +243,11 @@ def create_app() -> Flask:
     def ready() -> str:
         return "ok"
 
+    @app.route("/state")
+    def state() -> dict[str, object]:
+        with _events_lock:
+            return {"events": list(events), "errors": list(errors)}
+
     @app.route("/threads")
     def threads() -> dict[str, object]:
         return {"threads": [t.name for t in threading.enumerate()]}
@@ -165,3 +256,9 @@ def create_app() -> Flask:
 
 
 app = create_app()
+
+
+@pine.new("/late")
+def late(conn: Conn, ctx: Ctx) -> None:
+    """Declared after init_app: registered on every app the extension already has."""
+    conn.send("late route")

@@ -1,0 +1,66 @@
+"""Small helpers the server tests share: a client, HTTP reads, a server's worker stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as _connect
+
+
+def connect(url: str, **options: Any) -> ClientConnection:
+    """The real client: the ``websockets`` sync client, no proxy, bounded waits."""
+    options.setdefault("open_timeout", 10)
+    options.setdefault("close_timeout", 5)
+    options.setdefault("proxy", None)
+    return _connect(url, **options)
+
+
+def http_get(url: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:
+    """``(status, content type, body)`` of a plain HTTP request; error statuses included."""
+    req = urllib.request.Request(url, method=method, data=b"" if method != "GET" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, err.headers.get("Content-Type", ""), err.read().decode()
+
+
+def state(base_url: str) -> dict[str, Any]:
+    """What the test app's handlers recorded (GET /state of tests/apps/basic.py)."""
+    status, _, body = http_get(base_url + "/state")
+    assert status == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def events(base_url: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in state(base_url)["events"] if e["event"] == name]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not reached within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
