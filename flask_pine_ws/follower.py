@@ -1,0 +1,388 @@
+"""The file follower: one followed path, read by offset, followed by name as ``tail -F``.
+
+:class:`FileFollower` owns everything about the *bytes* of one watched path
+and nothing about how changes are noticed (that is :mod:`.watchtable`) or
+where the bytes go (that is :mod:`.watch`). Each call to :meth:`FileFollower.read`
+is idempotent and offset based: it reads what lies between the last position
+and the end of the file, so a duplicate or a lost change notification costs
+nothing and loses nothing (duplicate "modified" events, ANCHORS 9).
+
+Why it is built this way:
+
+- Reads are ``os.pread`` from the last offset, at most one chunk at a time:
+  the work per append is proportional to the bytes appended, never to the
+  size of the file, and the memory held is one chunk whatever the client's
+  speed. The file is the buffer.
+- The start position never reads the whole file either: ``lines=N`` scans
+  backwards in blocks and stops after ``PINE_WS_BACKLOG_BYTES``.
+- Following by name (GNU ``tail -F``): after reading to the end of the open
+  file, the path is ``stat``-ed and compared with the open descriptor's
+  ``(st_dev, st_ino)``. A different file at the path means a rotation: the
+  old descriptor is drained to its end first, then the new file is read from
+  byte 0. A size below the offset means truncation (``copytruncate``, a
+  rewrite with shorter content): go on from 0. A missing path (or missing
+  directory) is waited for, never an error.
+- Text mode never splits a UTF-8 sequence: an incomplete sequence at the end
+  of a read is carried (at most 3 bytes) to the next read; invalid bytes are
+  decoded as U+FFFD, but only once the sequence is known to be complete.
+  Binary mode hands out the file's bytes exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+#: Bytes read per block while searching for line breaks (start positions).
+_SCAN_BLOCK = 64 * 1024
+
+#: Errors of ``open``/``stat`` meaning "the path is not there (yet)":
+#: missing file, missing directory, or a directory component replaced by a file.
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """File content for one message.
+
+    :ivar data: ``str`` in text mode, ``bytes`` in binary mode.
+    :ivar nbytes: how many bytes of the file it carries (for ``viewed_bytes``
+        and resuming; differs from ``len(data)`` in text mode).
+    """
+
+    data: str | bytes
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A new file is followed from byte 0 (or the same file after truncation).
+
+    :ivar how: ``"renamed"`` (the old file was moved away), ``"removed"`` (it
+        was deleted), ``"truncated"`` (same file, now shorter than what was
+        read), ``"replaced"`` (a file appeared at a path that had none, or a
+        resuming client named another file).
+    :ivar file_id: ``"<st_dev>:<st_ino>"`` of the file now followed.
+    """
+
+    how: str
+    file_id: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The path does not exist (yet); given once per missing period."""
+
+
+Item = Chunk | Rotated | Waiting
+
+
+@dataclass(frozen=True)
+class Opened:
+    """Where :meth:`FileFollower.start` begins.
+
+    :ivar file_id: the file's ``"<st_dev>:<st_ino>"``, or ``None`` when missing.
+    :ivar offset: the first byte that will be read.
+    :ivar size: the file's size at start (0 when missing).
+    :ivar reset: ``"replaced"`` or ``"truncated"`` when a resuming client's
+        ``file_id``/``offset`` could not be honoured and reading starts at 0.
+    """
+
+    file_id: str | None
+    offset: int
+    size: int
+    reset: str | None = None
+
+
+class PathRefused(Exception):
+    """The file opened at the path resolves outside the allowed roots."""
+
+
+def file_id(st: os.stat_result) -> str:
+    """The identity of a file as a resuming client names it: ``"<dev>:<ino>"``."""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def utf8_safe_cut(buf: bytes | bytearray) -> int:
+    """Return the length of the longest prefix of ``buf`` not ending inside a UTF-8 sequence.
+
+    Only an incomplete sequence at the very end is held back (at most 3
+    bytes); invalid bytes anywhere else stay in the prefix and decode as
+    U+FFFD. A lead byte whose continuation bytes are missing but which could
+    never start a valid sequence (0xC0, 0xC1, 0xF5-0xFF) is not held back.
+    """
+    n = len(buf)
+    # Walk back over at most 3 continuation bytes to the lead byte.
+    i = n - 1
+    while i >= 0 and n - i <= 4 and 0x80 <= buf[i] <= 0xBF:
+        i -= 1
+    if i < 0 or n - i > 4:
+        return n
+    lead = buf[i]
+    if 0xC2 <= lead <= 0xDF:
+        need = 2
+    elif 0xE0 <= lead <= 0xEF:
+        need = 3
+    elif 0xF0 <= lead <= 0xF4:
+        need = 4
+    else:
+        return n  # ASCII or a byte that starts nothing: complete as far as decoding goes
+    return i if n - i < need else n
+
+
+class FileFollower:
+    """Follow one path by name and hand out its bytes from a start position on.
+
+    Not thread-safe: one watcher thread owns it. Use :meth:`start` once, then
+    :meth:`read` whenever the file may have changed, then :meth:`close`.
+
+    :param path: the path to follow (by name: what it names may change).
+    :param binary: hand out ``bytes`` exactly instead of decoded text.
+    :param chunk_bytes: the most file bytes in one :class:`Chunk`.
+    :param backlog_bytes: the largest window read back at start (the default
+        start, and the cap of the backwards scan of ``lines=N``).
+    :param guard: called with each opened file's resolved path; returns
+        ``False`` to refuse it (the ``root=`` check), which raises
+        :class:`PathRefused` out of :meth:`start` or :meth:`read`.
+    """
+
+    def __init__(self, path: str, *, binary: bool = False, chunk_bytes: int = 64 * 1024,
+                 backlog_bytes: int = 5 * 1024 * 1024,
+                 guard: Callable[[str], bool] | None = None) -> None:
+        if chunk_bytes < 4:
+            raise ValueError("chunk_bytes must be at least 4 (one UTF-8 sequence)")
+        self.path = path
+        self.binary = binary
+        self.chunk_bytes = chunk_bytes
+        self.backlog_bytes = max(0, backlog_bytes)
+        self._guard = guard
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None
+        self._offset = 0  # next byte to read from the open file
+        self._carry = b""  # text mode: an incomplete UTF-8 sequence read but not handed out
+        self._waiting_told = False
+        self._next_how = "replaced"  # how to announce the next file opened at the path
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def position(self) -> tuple[int, int, int] | None:
+        """``(st_dev, st_ino, offset read up to)`` of the open file, or ``None``.
+
+        The watch table compares it with ``stat(path)`` to wake only followers
+        that really have something to read (the polling and safety checks).
+        """
+        if self._ident is None:
+            return None
+        return (self._ident[0], self._ident[1], self._offset)
+
+    @property
+    def delivered(self) -> int:
+        """The offset of the first byte not yet handed out (what a client resumes from)."""
+        return self._offset - len(self._carry)
+
+    @property
+    def current_id(self) -> str | None:
+        """``"<dev>:<ino>"`` of the file being read, or ``None``."""
+        return None if self._ident is None else f"{self._ident[0]}:{self._ident[1]}"
+
+    def close(self) -> None:
+        """Close the open file, if any. Idempotent."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._ident = None
+
+    # -- start ---------------------------------------------------------------
+
+    def start(self, *, offset: int | None = None, lines: int | None = None,
+              file_id: str | None = None) -> Opened:
+        """Open the path, if it exists, and choose the first byte to read.
+
+        :param offset: begin at this byte (a client resuming); past the end of
+            the file, begin at 0 (``reset="truncated"``).
+        :param lines: begin at the last ``lines`` lines, as ``tail -n``;
+            ``0``: only what is appended from now on.
+        :param file_id: the file a resuming client read before; another file
+            at the path means it was replaced: begin at 0 (``reset="replaced"``).
+        :returns: where reading begins. A missing path gives ``file_id=None``
+            and is reported by the first :meth:`read` as :class:`Waiting`.
+        """
+        if not self._open():
+            return Opened(None, 0, 0)
+        assert self._fd is not None
+        st = os.fstat(self._fd)
+        size = st.st_size
+        current = self.current_id
+        reset: str | None = None
+        if file_id is not None and file_id != current:
+            start, reset = 0, "replaced"
+        elif offset is not None:
+            start = offset
+            if offset > size:
+                start, reset = 0, "truncated"
+        elif lines is not None:
+            start = self._tail_lines(lines, size)
+        else:
+            start = self._window_start(size)
+        self._offset = start
+        return Opened(current, start, size, reset)
+
+    def _window_start(self, size: int) -> int:
+        """Pine's start: the whole file if small, else the last window from a line start."""
+        if size <= self.backlog_bytes:
+            return 0
+        low = size - self.backlog_bytes
+        pos = low
+        while pos < size:
+            block = self._pread(min(_SCAN_BLOCK, size - pos), pos)
+            if not block:
+                break
+            nl = block.find(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+            pos += len(block)
+        return low  # no line break in the window: it starts mid-line
+
+    def _tail_lines(self, lines: int, size: int) -> int:
+        """``tail -n lines``: scan backwards in blocks, never past the backlog window."""
+        if lines == 0 or size == 0:
+            return size
+        low = max(0, size - self.backlog_bytes)
+        # A final line break ends the last line; it does not start another.
+        end = size - 1 if self._pread(1, size - 1) == b"\n" else size
+        found = 0
+        hi = end
+        while hi > low:
+            lo = max(low, hi - _SCAN_BLOCK)
+            block = self._pread(hi - lo, lo)
+            idx = len(block)
+            while True:
+                idx = block.rfind(b"\n", 0, idx)
+                if idx < 0:
+                    break
+                found += 1
+                if found == lines:
+                    return lo + idx + 1
+            hi = lo
+        if low == 0:
+            return 0
+        return self._window_start(size)  # fewer lines than asked in the window: its first line
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self) -> Iterator[Item]:
+        """Yield everything available now: chunks, and notices of rotation or absence.
+
+        Lazy: one chunk is read per item taken, so a consumer that stops
+        (a slow client) leaves the rest in the file. Ends when the followed
+        path has nothing more to give for now.
+        """
+        # Each turn either returns or moves to another file (or to byte 0 of a
+        # truncated one) after yielding a notice, so the consumer keeps control.
+        while True:
+            if self._fd is None:
+                if not self._open():
+                    if not self._waiting_told:
+                        self._waiting_told = True
+                        yield Waiting()
+                    return
+                self._offset = 0
+                yield Rotated(self._next_how, self.current_id or "")
+            yield from self._drain()
+            assert self._fd is not None
+            st = os.fstat(self._fd)
+            if st.st_size < self._offset:
+                # Truncated in place (copytruncate, a shorter rewrite): from 0.
+                yield from self._flush_carry()
+                self._offset = 0
+                yield Rotated("truncated", self.current_id or "")
+                continue
+            try:
+                now = os.stat(self.path)
+            except OSError as exc:
+                if exc.errno not in _MISSING:
+                    raise
+                if st.st_nlink > 0:
+                    # Renamed away and nothing at the path yet: keep reading the
+                    # old file (its writer may not have reopened yet).
+                    return
+                yield from self._switch("removed")
+                continue
+            if (now.st_dev, now.st_ino) == self._ident:
+                return
+            yield from self._switch("renamed" if st.st_nlink > 0 else "removed")
+
+    def _switch(self, how: str) -> Iterator[Item]:
+        """Drain the old file to its end, close it, and announce the next as ``how``."""
+        yield from self._drain()
+        yield from self._flush_carry()
+        self.close()
+        self._next_how = how
+
+    def _drain(self) -> Iterator[Chunk]:
+        """Read the open file from the offset to its end, one chunk per item."""
+        while self._fd is not None:
+            want = self.chunk_bytes - len(self._carry)
+            data = self._pread(want, self._offset)
+            if not data:
+                return
+            self._offset += len(data)
+            chunk = self._chunk(data)
+            if chunk is not None:
+                yield chunk
+            if len(data) < want:
+                return  # short read: at the end for now
+
+    def _chunk(self, data: bytes) -> Chunk | None:
+        if self.binary:
+            return Chunk(data, len(data))
+        buf = self._carry + data
+        cut = utf8_safe_cut(buf)
+        self._carry = buf[cut:]
+        if cut == 0:
+            return None
+        return Chunk(buf[:cut].decode("utf-8", errors="replace"), cut)
+
+    def _flush_carry(self) -> Iterator[Chunk]:
+        """The old file ended inside a sequence that will never complete: hand it out as U+FFFD."""
+        if self._carry:
+            carry, self._carry = self._carry, b""
+            yield Chunk(carry.decode("utf-8", errors="replace"), len(carry))
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        assert self._fd is not None
+        return os.pread(self._fd, size, offset)
+
+    def _open(self) -> bool:
+        """Open the path; ``False`` when it is not there. Runs the guard on what was opened."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        except OSError as exc:
+            if exc.errno in _MISSING:
+                return False
+            raise
+        try:
+            st = os.fstat(fd)
+            if stat_mod.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "cannot follow a directory", self.path)
+            if self._guard is not None and not self._guard(_resolved(fd, self.path)):
+                raise PathRefused(self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._ident = (st.st_dev, st.st_ino)
+        self._waiting_told = False
+        return True
+
+
+def _resolved(fd: int, path: str) -> str:
+    """The real path of an open file: from ``/proc`` (no symlink-swap race), else realpath."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
