@@ -57,14 +57,29 @@ class Server:
                     "PINE_TEST_LISTEN_FD": str(fd), "PYTHONPATH": pythonpath}
         argv = [a.replace("{fd}", str(fd)) for a in argv]
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=full_env, stdout=self._log_file,
+        self._spawn_args = (argv, full_env, fd, ready_timeout)
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        argv, env, fd, ready_timeout = self._spawn_args
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, pass_fds=(fd,),
                                      start_new_session=True)
         try:
-            _wait_listening(self.port, self.proc, log, ready_timeout)
+            _wait_listening(self.port, self.proc, self.log_path, ready_timeout)
         except BaseException:
             self.stop()
             raise
+        return self.proc
+
+    def restart(self, timeout: float = 15) -> None:
+        """Stop the server (SIGTERM) and start a new one on the same listening socket.
+
+        The port stays open in between: a client connecting meanwhile waits in
+        the listener's backlog and is served by the new process.
+        """
+        self._end(timeout)
+        self._spawn()
 
     @property
     def url(self) -> str:
@@ -92,6 +107,12 @@ class Server:
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; the whole process group goes."""
+        self._end(timeout)
+        self._listener.close()
+        self._log_file.close()
+        return self.proc.returncode
+
+    def _end(self, timeout: float) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -103,9 +124,6 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
         except ProcessLookupError:
             pass
-        self._listener.close()
-        self._log_file.close()
-        return self.proc.returncode
 
 
 def gunicorn_argv(app: str, *, threads: int = 32, workers: int = 1,
