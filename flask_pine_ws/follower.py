@@ -236,7 +236,9 @@ class FileFollower:
         if size <= self.backlog_bytes:
             return 0
         low = size - self.backlog_bytes
-        pos = low
+        # From the byte before the window: a window that begins right after a
+        # line break begins at a line start already.
+        pos = low - 1
         while pos < size:
             block = self._pread(min(_SCAN_BLOCK, size - pos), pos)
             if not block:
