@@ -33,7 +33,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 #: Bytes read per block while searching for line breaks (start positions).
@@ -276,7 +276,7 @@ class FileFollower:
 
     # -- reading -------------------------------------------------------------
 
-    def read(self) -> Iterator[Item]:
+    def read(self) -> Generator[Item, None, None]:
         """Yield everything available now: chunks, and notices of rotation or absence.
 
         Lazy: one chunk is read per item taken, so a consumer that stops
