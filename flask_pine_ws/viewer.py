@@ -48,7 +48,7 @@ from flask import Blueprint, Response, url_for
 from markupsafe import escape
 
 from .config import Config
-from .watch import watch_file
+from .watch import FRAMED_SUBPROTOCOL, watch_file
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 #: The subprotocol of the viewer's socket: JSON control messages and binary
 #: chunks of the file's exact bytes (``docs/protocol.md``).
-SUBPROTOCOL = "pine.watch.v1"
+SUBPROTOCOL = FRAMED_SUBPROTOCOL
 
 #: What a file's name may look like: it appears in URLs and in the page.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -151,10 +151,16 @@
   let pending = [];
   let pendingCount = 0; // every line that arrived while paused
 
+  // A line that continues the one before it (a traceback, an indented
+  // wrapped message) takes its level.
+  const CONTINUATION = /^(?:\s|Traceback |Caused by|[\w.]+(?:Error|Exception)\b)/;
+  let lastLevel = null;
+
   function lineElement(text) {
     const el = document.createElement('div');
     el.className = 'line';
-    const level = levelOf(text);
+    const level = levelOf(text) || (CONTINUATION.test(text) ? lastLevel : null);
+    lastLevel = level;
     if (level) el.classList.add('lvl-' + level);
     el.hidden = !paint(el, text);
     return el;
@@ -355,6 +361,7 @@
   let attempts = 0;
   let retryTimer = null;
   let stopped = false; // refused by the server (1008): wait for the user
+  let unexplained = false; // resumed elsewhere than asked, no reason given yet
 
   const HOW = {
     renamed: 'The file was rotated (renamed); following the new file from its start.',
@@ -407,6 +414,10 @@
         else feed(ev.data); // a server without the subprotocol: plain text, no resume
       } else {
         const n = ev.data.byteLength;
+        if (unexplained) {
+          unexplained = false;
+          notice(`Reconnected: the file changed while away; showing it from byte ${offset}.`);
+        }
         feed(decoder.decode(ev.data, { stream: true }));
         if (offset !== null) offset += n;
         publish();
@@ -433,9 +444,11 @@
         const same = resuming && msg.offset === offset && (!fileId || !msg.file || msg.file === fileId);
         if (resuming && !same) {
           // The server could not go on where we were (the file was replaced
-          // while we were away): what we hold of the old file is complete.
+          // or truncated while we were away): what we hold of the old file is
+          // complete. A "rotated" message says why; if none comes before the
+          // next bytes, say so ourselves.
           endOfFile();
-          notice(`Reconnected to a different file or position; showing from byte ${msg.offset}.`);
+          unexplained = true;
         }
         offset = typeof msg.offset === 'number' ? msg.offset : 0;
         fileId = msg.file || null;
@@ -444,6 +457,7 @@
         break;
       }
       case 'rotated': {
+        unexplained = false;
         endOfFile();
         offset = typeof msg.offset === 'number' ? msg.offset : 0;
         fileId = msg.file || null;
