@@ -1,0 +1,349 @@
+"""The report: one-line summaries while the run goes, and docs/benchmarks.md with plots.
+
+Every figure of a target is shown beside its ratio to the asyncio floor of the
+same run (``xfloor``): the machines are shared and noisy, ratios travel better
+than absolute figures. :func:`checks` says which of issue 5's targets hold.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, Any]
+FLOOR = "asyncio"
+PINES = ("pine", "pine-deflate")
+
+
+def _get(results: Results, target: str, *keys: str) -> Any:
+    value: Any = results["targets"].get(target, {})
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    num = _num(value)
+    if num is None:
+        return "—" if value is None else str(value)
+    if abs(num) >= 100:
+        return f"{num:,.0f}"
+    return f"{num:.{digits}f}"
+
+
+def _ratio(value: Any, floor: Any) -> str:
+    a, b = _num(value), _num(floor)
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def brief(name: str, result: Results) -> str:
+    """One line for the console while a run goes."""
+    if "error" in result:
+        return f"ERROR {result['error']}"
+    if name in ("latency", "filesize"):
+        return (f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, max {result['max_ms']} ms,"
+                f" lost {result['lost']}")
+    if name == "burst":
+        return (f"{result['mb_s']} MB/s, complete {result['complete']},"
+                f" in order {result['in_order']}")
+    if name == "rotation":
+        return f"mv {result['rename_ms']} ms, truncate {result['truncate_ms']} ms"
+    if name == "fanout":
+        return "; ".join(f"N={n}: last {r['last_ms']} ms, {r['rss_mb']} MB, idle "
+                         f"{r['idle_cpu_ms']} ms" for n, r in result.items())
+    if name == "capacity":
+        return "; ".join(f"{k}: {v['msgs_s']} msg/s, {v['mb_s']} MB/s" for k, v in result.items())
+    return ""
+
+
+def _nmax(results: Results) -> str:
+    return str(max(results["plan"]["fanout"]))
+
+
+def checks(results: Results, target: str) -> list[tuple[str, bool | None, str]]:
+    """Issue 5's targets for ``target``: (what, holds, the figures)."""
+    out: list[tuple[str, bool | None, str]] = []
+
+    def check(what: str, value: Any, bound: Any, factor: float = 1.0,
+              strict: bool = False) -> None:
+        v, b = _num(value), _num(bound)
+        if v is None or b is None:
+            out.append((what, None, f"{_fmt(value, 2)} vs {_fmt(bound, 2)}"))
+            return
+        limit = b * factor
+        holds = v < limit if strict else v <= limit
+        out.append((what, holds, f"{_fmt(v, 2)} vs {_fmt(limit, 2)}"))
+
+    lat = ("latency", "p50_ms")
+    check("latency p50 ≤ 2x asyncio floor (ms)", _get(results, target, *lat),
+          _get(results, FLOOR, *lat), 2)
+    check("latency p50 < frontail (ms)", _get(results, target, *lat),
+          _get(results, "frontail", *lat), strict=True)
+    check("latency p99 ≤ 2x asyncio floor (ms)", _get(results, target, "latency", "p99_ms"),
+          _get(results, FLOOR, "latency", "p99_ms"), 2)
+    mine, floor = _num(_get(results, target, "burst", "mb_s")), _num(
+        _get(results, FLOOR, "burst", "mb_s"))
+    complete = _get(results, target, "burst", "complete") and _get(
+        results, target, "burst", "in_order")
+    if mine is None or floor is None:
+        out.append(("burst ≥ ½ asyncio floor (MB/s), every byte in order", None, "—"))
+    else:
+        out.append(("burst ≥ ½ asyncio floor (MB/s), every byte in order",
+                    bool(mine >= floor / 2 and complete),
+                    f"{_fmt(mine)} vs {_fmt(floor / 2)}, complete and in order: {complete}"))
+    n = _nmax(results)
+    check(f"one line to {n} clients: last ≤ frontail's (ms)",
+          _get(results, target, "fanout", n, "last_ms"),
+          _get(results, "frontail", "fanout", n, "last_ms"))
+    check(f"RSS with {n} clients ≤ 1.5x frontail's (MB)",
+          _get(results, target, "fanout", n, "rss_mb"),
+          _get(results, "frontail", "fanout", n, "rss_mb"), 1.5)
+    check(f"idle CPU over 10 s with {n} clients < 10 ms",
+          _get(results, target, "fanout", n, "idle_cpu_ms"), 10.0, strict=True)
+    for key, what in (("rename_ms", "rotation (mv; touch)"), ("truncate_ms", "truncation")):
+        check(f"{what} ≤ 2x asyncio floor (ms)", _get(results, target, "rotation", key),
+              _get(results, FLOOR, "rotation", key), 2)
+    small = _num(_get(results, target, "latency", "p50_ms"))
+    big = _num(_get(results, target, "filesize", "p50_ms"))
+    if small is None or big is None:
+        out.append(("append to 10 GiB as fast as to a small file", None, "—"))
+    else:
+        # "as fast": within a quarter, or half a millisecond (the noise of this machine)
+        out.append(("append to 10 GiB as fast as to a small file (p50 ms)",
+                    big <= max(small * 1.25, small + 0.5), f"{_fmt(big, 2)} vs {_fmt(small, 2)}"))
+    return out
+
+
+def _labels(results: Results) -> list[tuple[str, str]]:
+    return [(name, res.get("label", name)) for name, res in results["targets"].items()]
+
+
+def tables(results: Results) -> str:
+    lines: list[str] = []
+    add = lines.append
+    names = _labels(results)
+    plan = results["plan"]
+    err = {name: _get(results, name, "error") for name, _ in names}
+
+    add(f"### Latency ({plan['rate']:.0f} lines/s of 100 bytes for {plan['duration']:g} s,"
+        " one client)\n")
+    add("| target | p50 ms | p90 ms | p99 ms | max ms | lost | p50 xfloor | p99 xfloor |")
+    add("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for name, label in names:
+        r = _get(results, name, "latency") or {}
+        if "error" in r or not r:
+            add(f"| {label} | {r.get('error', err[name])} |||||||")
+            continue
+        add(f"| {label} | {_fmt(r['p50_ms'], 2)} | {_fmt(r['p90_ms'], 2)} | "
+            f"{_fmt(r['p99_ms'], 2)} | {_fmt(r['max_ms'], 2)} | {r['lost']} | "
+            f"{_ratio(r['p50_ms'], _get(results, FLOOR, 'latency', 'p50_ms'))} | "
+            f"{_ratio(r['p99_ms'], _get(results, FLOOR, 'latency', 'p99_ms'))} |")
+
+    add(f"\n### Burst ({plan['burst_bytes'] / 1e6:g} MB of 100-byte lines, written at once)\n")
+    add("| target | MB/s | seconds | bytes received | complete, in order | xfloor |")
+    add("|---|--:|--:|--:|---|--:|")
+    for name, label in names:
+        r = _get(results, name, "burst") or {}
+        if "error" in r or not r:
+            add(f"| {label} | {r.get('error', err[name])} |||||")
+            continue
+        ok = "yes" if r["complete"] and r["in_order"] else (
+            f"no (complete {r['complete']}, in order {r['in_order']})")
+        add(f"| {label} | {_fmt(r['mb_s'])} | {_fmt(r['seconds'], 2)} | {r['received']:,} | "
+            f"{ok} | {_ratio(r['mb_s'], _get(results, FLOOR, 'burst', 'mb_s'))} |")
+
+    add("\n### Fan-out (one line appended, N clients on the file)\n")
+    add("Time until the last client has the line (median of "
+        f"{plan['appends']} appends), the server's RSS summed over its processes, and its CPU"
+        f" over {plan['idle']:g} s of idle (scaled to 10 s; from `/proc/<pid>/stat`, 10 ms"
+        " ticks, and from the threads' `schedstat`, in ns).\n")
+    add("| target | N | last ms | median client ms | xfloor | RSS MB | processes | threads |"
+        " idle CPU ms / 10 s (stat) | (schedstat) | missed |")
+    add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for name, label in names:
+        fan = _get(results, name, "fanout") or {}
+        if "error" in fan or not fan:
+            add(f"| {label} | {fan.get('error', err[name])} ||||||||||")
+            continue
+        for n, r in fan.items():
+            missed = r["missing"] + r["failed_connects"] + r["never_followed"]
+            add(f"| {label} | {n} | {_fmt(r['last_ms'], 2)} | {_fmt(r['median_client_ms'], 2)} | "
+                f"{_ratio(r['last_ms'], _get(results, FLOOR, 'fanout', n, 'last_ms'))} | "
+                f"{_fmt(r['rss_mb'])} | {r['processes']} | {r['threads']} | "
+                f"{_fmt(r['idle_cpu_ms'])} | {_fmt(r['idle_cpu_ms_sched'], 2)} | {missed} |")
+
+    add(f"\n### Rotation and truncation (median of {plan['rotations']})\n")
+    add("From the `mv` (or the truncation) to the client holding the first line of the new"
+        " file.\n")
+    add("| target | mv log log.1; touch log: ms | xfloor | truncate: ms | xfloor | lost |")
+    add("|---|--:|--:|--:|--:|--:|")
+    for name, label in names:
+        r = _get(results, name, "rotation") or {}
+        if "error" in r or not r:
+            add(f"| {label} | {r.get('error', err[name])} |||||")
+            continue
+        add(f"| {label} | {_fmt(r['rename_ms'], 2)} | "
+            f"{_ratio(r['rename_ms'], _get(results, FLOOR, 'rotation', 'rename_ms'))} | "
+            f"{_fmt(r['truncate_ms'], 2)} | "
+            f"{_ratio(r['truncate_ms'], _get(results, FLOOR, 'rotation', 'truncate_ms'))} | "
+            f"{r['lost']} |")
+
+    add(f"\n### File size (latency on a sparse 10 GiB file, {plan['filesize_duration']:g} s,"
+        " against the small file above)\n")
+    add("| target | small p50 ms | 10 GiB p50 ms | 10 GiB p99 ms | 10 GiB / small | lost |")
+    add("|---|--:|--:|--:|--:|--:|")
+    for name, label in names:
+        r = _get(results, name, "filesize") or {}
+        if "error" in r or not r:
+            add(f"| {label} | {r.get('error', err[name])} |||||")
+            continue
+        small = _get(results, name, "latency", "p50_ms")
+        add(f"| {label} | {_fmt(small, 2)} | {_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+            f"{_ratio(r['p50_ms'], small)} | {r['lost']} |")
+
+    cap = results.get("capacity", {})
+    if cap and "error" not in cap:
+        add("\n### The client's own capacity (against the asyncio floor's `/flood`)\n")
+        add("| messages | size | msg/s | MB/s |")
+        add("|--:|--:|--:|--:|")
+        for r in cap.values():
+            add(f"| {r['messages']:,} | {r['size']:,} | {r['msgs_s']:,} | {_fmt(r['mb_s'])} |")
+
+    for pine in PINES:
+        if pine not in results["targets"]:
+            continue
+        add(f"\n### Issue 5's targets: {results['targets'][pine]['label']}\n")
+        add("| target | holds | measured vs bound |")
+        add("|---|---|---|")
+        for what, holds, figures in checks(results, pine):
+            mark = "n/a" if holds is None else "yes" if holds else "**no**"
+            add(f"| {what} | {mark} | {figures} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: Results) -> str:
+    out = []
+    for pine in PINES:
+        if pine in results["targets"]:
+            out.append(f"{pine}:")
+            for what, holds, figures in checks(results, pine):
+                mark = "n/a " if holds is None else "ok  " if holds else "MISS"
+                out.append(f"  {mark} {what}: {figures}")
+    return "\n".join(out)
+
+
+def plots(results: Results, img: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, label in _labels(results):
+        samples = sorted(_get(results, name, "latency", "samples_ms") or [])
+        if samples:
+            ax.plot(samples, [(i + 1) / len(samples) for i in range(len(samples))], label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("write to receive (ms, log scale)")
+    ax.set_ylabel("fraction of lines")
+    ax.set_title("Latency: 100-byte lines at 200/s, one client")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    made.append(img / "bench-latency.png")
+    fig.savefig(made[-1], dpi=110)
+    plt.close(fig)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, label in _labels(results):
+        fan = _get(results, name, "fanout") or {}
+        if not fan or "error" in fan:
+            continue
+        ns = [int(n) for n in fan]
+        last = [fan[n]["last_ms"] for n in fan]
+        left.plot(ns, last, marker="o", label=label)
+        right.plot(ns, [fan[n]["rss_mb"] for n in fan], marker="o", label=label)
+    for ax, title, unit in ((left, "one line: the last client has it", "ms"),
+                            (right, "server RSS, summed over its processes", "MB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clients (N)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    made.append(img / "bench-fanout.png")
+    fig.savefig(made[-1], dpi=110)
+    plt.close(fig)
+    return made
+
+
+def write_docs(results: Results, docs: Path) -> Path:
+    """docs/benchmarks.md and its plots, from one run's results."""
+    plots(results, docs / "img")
+    m = results["machine"]
+    pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    text = f"""---
+orphan: true
+---
+
+# Benchmarks
+
+flask-pine-ws against the floor (what no server can beat) and its peers, every
+target in the same run on the same machine; each figure is shown with its ratio
+to the asyncio floor of that run.
+
+- Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`.
+  How to run it: [bench/README.md](../bench/README.md).
+- Date: {m['date']}; flask-pine-ws at `{m['flask_pine_ws']}`.
+- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']},
+  shared with other work while it ran; `fs.inotify.max_user_instances` =
+  {m['inotify_max_user_instances']}.
+- Python {m['python']}: {pkgs}. websocketd: {m['websocketd']}; node {m['node']},
+  frontail {m['frontail']}; {m['tail']}.
+
+The targets:
+
+- **floor: tail -F | pipe**: `tail -n0 -F FILE` into a pipe read by the client, one
+  `tail` per client, no network;
+- **floor: asyncio + inotify** (`bench/floor_server.py`): the `websockets` package and
+  one raw inotify watch; one read of the new bytes, broadcast to every client;
+- **websocketd + tail -F**: websocketd runs `tail -n0 -F FILE` per connection, one
+  message per line;
+- **frontail**: one `tail -F` for all, one socket.io 2 event per line (the client
+  speaks socket.io 2 / engine.io 3 itself, `bench/clients.py`);
+- **flask-pine-ws** under gunicorn gthread (one worker, as many threads as clients
+  plus 50), `watch_file(path, conn, lines=0)`, compression off, then on
+  (permessage-deflate); pings off in every target.
+
+The client is one asyncio process (`websockets`), which offers permessage-deflate
+as a browser does. Each test first appends probe lines until every client has
+seen one (each is following the file), then measures.
+
+{tables(results)}
+## Plots
+
+![Latency distribution](img/bench-latency.png)
+
+![Fan-out](img/bench-fanout.png)
+"""
+    notes = results.get("notes")
+    if notes:
+        text += "\n## Notes\n\n" + notes + "\n"
+    path = docs / "benchmarks.md"
+    path.write_text(text)
+    return path
