@@ -216,10 +216,29 @@ class Conn:
             ping_interval=config.ping_interval or None,
             max_message_size=config.max_message_size or None,
             event_class=lambda: self._event,
+            thread_class=self._reader_thread,
             pong_timeout=pong_timeout,
         )
         #: ``"gunicorn"`` or ``"werkzeug"``: the server this connection runs on.
         self.mode: str = self._ws.mode
+
+    def _reader_thread(self, target: Callable[[], None]) -> threading.Thread:
+        """The library's reader thread, which wakes every waiter when it ends.
+
+        On a message too big (1009) or a protocol error, the library sets its
+        event *before* it marks the connection closed: a ``receive`` that
+        woke in between went back to waiting, and no one set the event again,
+        so the handler hung for ever (and a shutdown could not reach it). The
+        last thing the thread does now is to set the event.
+        """
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                self._event.set()
+
+        return threading.Thread(target=run, name="pine-ws-reader", daemon=True)
 
     # -- state ---------------------------------------------------------------
 
