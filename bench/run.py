@@ -102,7 +102,7 @@ def machine() -> dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
         "packages": packages, "flask_pine_ws": rev,
-        "websocketd": _version(["websocketd", "--version"]),
+        "websocketd": _version(["dpkg-query", "-W", "-f=websocketd ${Version}", "websocketd"]),
         "node": _version(["node", "--version"]),
         "frontail": json.loads(frontail.read_text())["version"] if frontail.exists() else "missing",
         "tail": _version(["tail", "--version"]),
