@@ -358,7 +358,8 @@
   let ws = null;
   let offset = null; // next byte of the file to receive; null before the first open
   let fileId = null;
-  let attempts = 0;
+  let attempts = 0; // failed connections in a row (the backoff)
+  let opens = 0; // streams opened, the first one included
   let retryTimer = null;
   let stopped = false; // refused by the server (1008): wait for the user
   let unexplained = false; // resumed elsewhere than asked, no reason given yet
@@ -440,6 +441,8 @@
     switch (msg.event) {
       case 'open': {
         attempts = 0;
+        opens += 1;
+        body.dataset.opens = String(opens);
         const resuming = offset !== null;
         const same = resuming && msg.offset === offset && (!fileId || !msg.file || msg.file === fileId);
         if (resuming && !same) {
