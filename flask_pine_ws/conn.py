@@ -421,6 +421,14 @@ class Conn:
         if thread.is_alive():
             self._sock.abort()
             thread.join(self._close_timeout)
+        if self.mode == "werkzeug":
+            # To Werkzeug's server the upgrade was a keep-alive HTTP/1.1
+            # request: it would now wait on this socket for the next request,
+            # holding the TCP connection (and its thread) until the client
+            # gave up. The library's close() of the socket is deferred while
+            # the server's rfile holds it: shut it down, so the server reads
+            # EOF and closes at once. gunicorn closes it by itself.
+            self._sock.abort()
 
     def abort_for_shutdown(self) -> None:
         """Close with 1001 at once, as the server goes away."""
