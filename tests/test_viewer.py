@@ -34,6 +34,13 @@ def start(server: ServerFactory, files: dict[str, Path], **env: str) -> Server:
         "PINE_VIEWER_FILES": json.dumps({k: str(v) for k, v in files.items()}), **env})
 
 
+def page_config(html: str) -> Any:
+    """The settings the page reads (its ``pine-config`` JSON)."""
+    match = re.search(r'id="pine-config"[^>]*>(.*?)</script>', html, re.S)
+    assert match is not None, html
+    return json.loads(match[1])
+
+
 def framed(srv: Server, name: str, query: str = "", prefix: str = "/logs",
            **options: Any) -> ClientConnection:
     return connect(f"{srv.ws_url}{prefix}/ws/{name}{query}", subprotocols=[SUBPROTOCOL],
@@ -73,7 +80,7 @@ def test_page_lists_files_and_never_shows_their_paths(server: ServerFactory,
 
     status, ctype, body = http_get(srv.url + "/logs/")
     assert status == 200 and ctype.startswith("text/html")
-    config = json.loads(re.search(r'id="pine-config"[^>]*>(.*?)</script>', body, re.S)[1])
+    config = page_config(body)
     assert config["name"] is None  # several files: the index lists them
     assert [f["name"] for f in config["files"]] == ["app", "jobs"]
     assert [f["url"] for f in config["files"]] == ["/logs/app", "/logs/jobs"]
@@ -81,7 +88,7 @@ def test_page_lists_files_and_never_shows_their_paths(server: ServerFactory,
 
     status, _, body = http_get(srv.url + "/logs/jobs")
     assert status == 200
-    config = json.loads(re.search(r'id="pine-config"[^>]*>(.*?)</script>', body, re.S)[1])
+    config = page_config(body)
     assert config["name"] == "jobs" and config["ws"] == "/logs/ws/jobs"
     assert config["maxLines"] == 5000 and config["lines"] == 1000
     assert "<title>jobs · Logs</title>" in body
@@ -90,7 +97,7 @@ def test_page_lists_files_and_never_shows_their_paths(server: ServerFactory,
 def test_one_file_is_shown_at_the_root(server: ServerFactory, tmp_path: Path) -> None:
     srv = start(server, {"only": tmp_path / "only.log"})
     _, _, body = http_get(srv.url + "/logs/")
-    config = json.loads(re.search(r'id="pine-config"[^>]*>(.*?)</script>', body, re.S)[1])
+    config = page_config(body)
     assert config["name"] == "only" and config["ws"] == "/logs/ws/only"
 
 
