@@ -20,7 +20,9 @@ Why it is built this way:
   ``(st_dev, st_ino)``. A different file at the path means a rotation: the
   old descriptor is drained to its end first, then the new file is read from
   byte 0. A size below the offset means truncation (``copytruncate``, a
-  rewrite with shorter content): go on from 0. A missing path (or missing
+  rewrite with shorter content): go on from 0. So does a change of the last
+  bytes read, which catches a truncation followed by a quick write past the
+  offset before the follower looked (GNU tail misses that one). A missing path (or missing
   directory) is waited for, never an error.
 - Text mode never splits a UTF-8 sequence: an incomplete sequence at the end
   of a read is carried (at most 3 bytes) to the next read; invalid bytes are
@@ -38,6 +40,9 @@ from dataclasses import dataclass
 
 #: Bytes read per block while searching for line breaks (start positions).
 _SCAN_BLOCK = 64 * 1024
+
+#: Bytes before the offset compared on each read to notice a rewrite (see ``_sig``).
+_SIG_BYTES = 32
 
 #: Errors of ``open``/``stat`` meaning "the path is not there (yet)":
 #: missing file, missing directory, or a directory component replaced by a file.
@@ -163,6 +168,11 @@ class FileFollower:
         self._ident: tuple[int, int] | None = None
         self._offset = 0  # next byte to read from the open file
         self._carry = b""  # text mode: an incomplete UTF-8 sequence read but not handed out
+        # The last bytes read (up to _SIG_BYTES): if they are no longer in the
+        # file before the offset, it was truncated and rewritten past the
+        # offset between two looks (copytruncate then a quick write), which a
+        # size check alone misses.
+        self._sig = b""
         self._waiting_told = False
         self._next_how = "replaced"  # how to announce the next file opened at the path
 
@@ -229,6 +239,7 @@ class FileFollower:
         else:
             start = self._window_start(size)
         self._offset = start
+        self._sig = self._pread(min(start, _SIG_BYTES), start - min(start, _SIG_BYTES))
         return Opened(current, start, size, reset)
 
     def _window_start(self, size: int) -> int:
@@ -292,16 +303,16 @@ class FileFollower:
                         self._waiting_told = True
                         yield Waiting()
                     return
-                self._offset = 0
+                self._offset, self._sig = 0, b""
                 yield Rotated(self._next_how, self.current_id or "")
+            if self._rewritten():
+                yield from self._restart()
+                continue
             yield from self._drain()
             assert self._fd is not None
             st = os.fstat(self._fd)
             if st.st_size < self._offset:
-                # Truncated in place (copytruncate, a shorter rewrite): from 0.
-                yield from self._flush_carry()
-                self._offset = 0
-                yield Rotated("truncated", self.current_id or "")
+                yield from self._restart()
                 continue
             try:
                 now = os.stat(self.path)
@@ -318,6 +329,20 @@ class FileFollower:
                 return
             yield from self._switch("renamed" if st.st_nlink > 0 else "removed")
 
+    def _rewritten(self) -> bool:
+        """Was the open file truncated (and maybe written again) under our offset?"""
+        assert self._fd is not None
+        if os.fstat(self._fd).st_size < self._offset:
+            return True
+        sig = self._sig
+        return bool(sig) and self._pread(len(sig), self._offset - len(sig)) != sig
+
+    def _restart(self) -> Iterator[Item]:
+        """Truncated in place (copytruncate, a shorter rewrite): go on from byte 0."""
+        yield from self._flush_carry()
+        self._offset, self._sig = 0, b""
+        yield Rotated("truncated", self.current_id or "")
+
     def _switch(self, how: str) -> Iterator[Item]:
         """Drain the old file to its end, close it, and announce the next as ``how``."""
         yield from self._drain()
@@ -333,6 +358,7 @@ class FileFollower:
             if not data:
                 return
             self._offset += len(data)
+            self._sig = (self._sig + data[-_SIG_BYTES:])[-_SIG_BYTES:]
             chunk = self._chunk(data)
             if chunk is not None:
                 yield chunk

@@ -257,6 +257,24 @@ def test_rewrite_with_shorter_content(log: Path) -> None:
     f.close()
 
 
+def test_truncated_and_rewritten_past_the_offset_before_a_look(log: Path) -> None:
+    log.write_text("first\n")
+    f = FileFollower(str(log))
+    f.start()
+    assert text_of(drain(f)) == "first\n"
+    log.write_text("a longer second version\n")  # size alone says "appended"
+    items = drain(f)
+    assert notices(items) == ["truncated"] and text_of(items) == "a longer second version\n"
+    f.close()
+    f = FileFollower(str(log))  # a resuming client whose offset now lies in other content
+    f.start(offset=6)
+    log.write_text("rewritten while the client was away\n")
+    items = drain(f)
+    assert notices(items) == ["truncated"]
+    assert text_of(items) == "rewritten while the client was away\n"
+    f.close()
+
+
 def test_directory_removed_and_created_again(tmp_path: Path) -> None:
     d = tmp_path / "logs"
     d.mkdir()
