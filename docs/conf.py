@@ -23,6 +23,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "myst_parser",
     "pine_ws_settings",
+    "repo_links",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
