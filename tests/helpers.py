@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -13,13 +14,18 @@ from typing import Any
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _connect
 
+# websockets 17.1+ warns when connect() is not used in a `with` unless told
+# legacy=True; older versions have no such flag.
+_LEGACY = {"legacy": True} if "legacy" in inspect.signature(_connect).parameters else {}
+
 
 def connect(url: str, **options: Any) -> ClientConnection:
     """The real client: the ``websockets`` sync client, no proxy, bounded waits."""
     options.setdefault("open_timeout", 10)
     options.setdefault("close_timeout", 5)
     options.setdefault("proxy", None)
-    return _connect(url, **options)
+    connection: ClientConnection = _connect(url, **_LEGACY, **options)
+    return connection
 
 
 def http_get(url: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:

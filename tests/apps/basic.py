@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import faulthandler
 import json
 import os
+import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +32,11 @@ def record(name: str, **details: object) -> None:
 
 @pine.new("/echo")
 def echo(conn: Conn, ctx: Ctx) -> None:
-    while True:
-        conn.send(conn.receive())  # type: ignore[arg-type]
+    try:
+        while True:
+            conn.send(conn.receive())  # type: ignore[arg-type]
+    finally:
+        record("handler-ended", path=ctx.request.path)
 
 
 @pine.new("/ctx/<int:num>/<name>")
@@ -82,8 +89,7 @@ def nocompress(conn: Conn, ctx: Ctx) -> None:
 
 @pine.new("/small", config=Config(max_message_size=1024))
 def small(conn: Conn, ctx: Ctx) -> None:
-    while True:
-        conn.send(conn.receive())  # type: ignore[arg-type]
+    echo(conn, ctx)
 
 
 @pine.new("/origins",
@@ -103,15 +109,26 @@ def customorigin(conn: Conn, ctx: Ctx) -> None:
     conn.send("in")
 
 
+def storm_payload(tid: int, i: int, length: int) -> bytes:
+    """Message ``i`` of sender ``tid``: ``{"t":..,"i":..}|`` then bytes that do not compress.
+
+    Odd senders send it as binary (random bytes), even ones as text (base64
+    of random bytes). tests/test_conn.py rebuilds it to compare.
+    """
+    head = json.dumps({"t": tid, "i": i}).encode() + b"|"
+    body = random.Random(f"{tid}/{i}").randbytes(length)
+    if tid % 2 == 0:
+        body = base64.b64encode(body)
+    return head + body[: length - len(head)]
+
+
 @pine.new("/storm", config=Config(ping_interval=0.01))
 def storm(conn: Conn, ctx: Ctx) -> None:
-    """Several threads send large messages at once while pings fly.
+    """Several threads send large messages at once while pings fly every 10 ms.
 
-    Message ``i`` of thread ``t`` is ``{"t":..,"i":..}|`` then one letter
-    repeated to ``size`` bytes (``size`` grows with ``i`` between ``size``
-    and ``max``): text from even threads, binary from odd ones. A sender
-    stops quietly on ConnectionClosed; any other error is a traceback in the
-    server's log, which the tests read.
+    Message sizes grow from ``size`` to ``max`` bytes. A sender stops quietly
+    on ConnectionClosed; any other error is a traceback in the server's log,
+    which the tests read.
     """
     threads_n = int(ctx.query.get("threads", "4"))
     count = int(ctx.query.get("count", "20"))
@@ -121,13 +138,9 @@ def storm(conn: Conn, ctx: Ctx) -> None:
     def sender(tid: int) -> None:
         try:
             for i in range(count):
-                head = json.dumps({"t": tid, "i": i}).encode()
                 length = size + (largest - size) * i // max(count - 1, 1)
-                body = head + b"|" + bytes([65 + tid % 26]) * (length - len(head) - 1)
-                if tid % 2:
-                    conn.send(body)
-                else:
-                    conn.send(body.decode())
+                body = storm_payload(tid, i, length)
+                conn.send(body if tid % 2 else body.decode())
         except ConnectionClosed:
             record("storm-sender-closed")
 
@@ -138,6 +151,11 @@ def storm(conn: Conn, ctx: Ctx) -> None:
         w.join(120)
     conn.send("done")
     conn.receive(timeout=30)
+
+
+# the same storm with permessage-deflate off: frames written as they are built
+pine.new("/storm-plain", config=Config(ping_interval=0.01, enable_compression=False),
+         endpoint="storm_plain")(storm)
 
 
 @pine.new("/sendafter")
@@ -227,6 +245,10 @@ def bp_plain() -> str:
 @pine.new("/ws", blueprint=bp)
 def bp_ws(conn: Conn, ctx: Ctx) -> None:
     conn.send("from blueprint")
+
+
+# `kill -USR1 <worker>` prints every thread's stack to the server's log.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def create_app() -> Flask:
