@@ -159,11 +159,16 @@ def test_echo_ctx_params_and_query(server) -> None:
         assert ws.recv(timeout=10) == "hello"
         ws.send(b"\x00\xffbin")
         assert ws.recv(timeout=10) == b"\x00\xffbin"
-    with connect(srv.ws_url + "/ctx/5/bob?x=1&x=2&y=z") as ws:
+    with connect(srv.ws_url + "/ctx/5/bob?x=1&x=2&y=z",
+                 additional_headers={"X-Test": "header value"}) as ws:
         got = json.loads(ws.recv(timeout=10))
     assert got["params"] == {"num": 5, "name": "bob"}  # 5 an int, as the converter gives it
     assert got["query"] == {"x": ["1", "2"], "y": ["z"]}
     assert got["path"] == "/ctx/5/bob"
+    assert got["header"] == "header value"  # ctx.request: the handshake's request
+    assert got["remote_addr"] == "127.0.0.1"
+    assert got["subprotocol"] is None
+    assert got["viewed_bytes"] == [0, 12]
 
 
 def test_flask_route_options_reach_the_handler(server) -> None:
@@ -195,6 +200,15 @@ def test_plain_http_request_gets_a_clear_400(server) -> None:
         assert "WebSocket endpoint" in body and "Upgrade: websocket" in body
     log = srv.log()
     assert "Traceback" not in log and "Error handling request" not in log
+
+
+def test_handshake_headers_as_browsers_send_them(server) -> None:
+    srv = server()
+    for headers in ({"Connection": "keep-alive, Upgrade"},  # Firefox
+                    {"Upgrade": "WebSocket", "Connection": "upgrade"}):
+        answer = wsraw.handshake(srv.port, "/echo", headers)
+        answer.sock.close()
+        assert answer.status == 101, headers
 
 
 def test_unsupported_version_gets_426(server) -> None:

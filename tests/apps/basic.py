@@ -41,8 +41,14 @@ def echo(conn: Conn, ctx: Ctx) -> None:
 
 @pine.new("/ctx/<int:num>/<name>")
 def show_ctx(conn: Conn, ctx: Ctx) -> None:
+    before = conn.viewed_bytes
+    conn.add_viewed_bytes(5)
+    conn.add_viewed_bytes(7)
     conn.send_json({"params": ctx.params, "query": ctx.query.to_dict(flat=False),
-                    "path": ctx.request.path, "subprotocol": conn.subprotocol})
+                    "path": ctx.request.path, "subprotocol": conn.subprotocol,
+                    "header": ctx.request.headers.get("X-Test"),
+                    "remote_addr": ctx.request.remote_addr,
+                    "viewed_bytes": [before, conn.viewed_bytes]})
 
 
 @pine.new("/json")
