@@ -281,7 +281,7 @@ def test_concurrent_large_sends_to_a_slow_reader_arrive_whole(server, route: str
 
 
 def test_every_failure_after_a_disconnect_ends_the_handler_quietly(server) -> None:
-    srv = server()
+    srv = server(extra=["--access-logfile", "-"])
     # a clean close while the handler is sending
     with connect(srv.ws_url + "/sendafter") as ws:
         ws.recv(timeout=10)
@@ -301,6 +301,8 @@ def test_every_failure_after_a_disconnect_ends_the_handler_quietly(server) -> No
                message="every storm sender stopped by ConnectionClosed")
     time.sleep(0.5)  # let the handlers' last lines reach the log
     assert_quiet_log(srv)
+    assert '" 500 ' not in srv.log()
+    assert '"GET /state HTTP/1.1" 200' in srv.log()  # the access log is on
 
 
 def test_peer_that_stops_reading_is_dropped_after_the_send_timeout(server) -> None:

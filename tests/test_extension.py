@@ -18,7 +18,7 @@ from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS
 from flask_pine_ws.config import DEFAULTS
 
 import wsraw
-from helpers import connect, http_get
+from helpers import connect, http_get, wait_until
 
 
 def handler(conn: Conn, ctx: Ctx) -> None:
@@ -192,13 +192,14 @@ def test_late_route_and_blueprint_are_served(server) -> None:
 
 
 def test_plain_http_request_gets_a_clear_400(server) -> None:
-    srv = server()
+    srv = server(extra=["--access-logfile", "-"])
     for method in ("GET", "POST"):
         status, ctype, body = http_get(srv.url + "/echo", method=method)
         assert status == 400, (method, body)
         assert ctype.startswith("text/plain")
         assert "WebSocket endpoint" in body and "Upgrade: websocket" in body
-    log = srv.log()
+    log = wait_until(lambda: '"POST /echo HTTP/1.1" 400' in srv.log() and srv.log())
+    assert '"GET /echo HTTP/1.1" 400' in log
     assert "Traceback" not in log and "Error handling request" not in log
 
 
