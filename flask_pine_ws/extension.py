@@ -211,10 +211,17 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             return refused
         if shutdown.stopping.is_set():
             return Response("The server is shutting down.\n", status=503, mimetype="text/plain")
-        conn = Conn(request.environ, cfg,
-                    send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
-                    close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]),
-                    pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]))
+        try:
+            conn = Conn(request.environ, cfg,
+                        send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
+                        close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]),
+                        pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]))
+        except OSError:
+            # The client left while the 101 was being written (a reset, a
+            # closed tab): nothing to serve, and nothing worth a traceback
+            # and a 500 written to a dead socket.
+            return _SocketTakenOver("gunicorn" if "gunicorn.socket" in request.environ
+                                    else "werkzeug")
         shutdown.register(conn)
         try:
             _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
