@@ -44,6 +44,7 @@ class LineSink:
     def __init__(self) -> None:
         self._buf = bytearray()
         self.probed = False
+        self.last_probe = 0
         #: latency lines: (seq, write ns, receive ns)
         self.latency: list[tuple[int, int, int]] = []
         #: markers: key -> (write ns, receive ns), the first arrival
@@ -67,6 +68,7 @@ class LineSink:
                 self.markers.setdefault(parts[1].decode(), (int(parts[2]), now_ns))
             elif tag == b"P ":
                 self.probed = True
+                self.last_probe = int(line[2:])
         self.changed.set()
 
 
@@ -83,6 +85,7 @@ class BurstSink:
         self._started = False
         self._head = bytearray()
         self.probed = False
+        self.last_probe = 0
 
     def feed(self, data: bytes, now_ns: int) -> None:
         if not self._started:
@@ -93,6 +96,7 @@ class BurstSink:
                 if end < 0:
                     return
                 self.probed = True
+                self.last_probe = int(self._head[2:end])
                 del self._head[:end + 1]
             if not self._head:
                 return

@@ -52,7 +52,10 @@ async def warm_up(path: Path, sinks: list[LineSink] | list[BurstSink],
                   timeout: float = 30) -> int:
     """Append probe lines until every client has one: each follows the file.
 
-    Returns how many clients never saw a probe within ``timeout``.
+    Then wait until every client has the last probe written, so that no
+    probe is still on its way when a measurement starts (with 1,000 clients
+    a slow server may lag several probes behind). Returns how many clients
+    never saw a probe within ``timeout``.
     """
     global _probe_count
     deadline = time.monotonic() + timeout
@@ -60,9 +63,15 @@ async def warm_up(path: Path, sinks: list[LineSink] | list[BurstSink],
         _probe_count += 1
         append(path, probe_line(_probe_count))
         if await wait_for(lambda: all(s.probed for s in sinks), 0.25):
-            await asyncio.sleep(0.1)  # let the last probes go by
+            await wait_for(_caught_up(sinks, _probe_count),
+                           max(1.0, deadline - time.monotonic()), step=0.01)
+            await asyncio.sleep(0.1)
             return 0
     return sum(not s.probed for s in sinks)
+
+
+def _caught_up(sinks: list[LineSink] | list[BurstSink], last: int) -> Callable[[], bool]:
+    return lambda: all(s.last_probe >= last for s in sinks)
 
 
 async def run_writer(args: list[str], timeout: float) -> dict[str, int]:
