@@ -139,7 +139,7 @@ def test_log_text_is_never_markup(server: ServerFactory, page: Page, tmp_path: P
 def test_levels_are_highlighted(server: ServerFactory, page: Page, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("t ERROR boom\nTraceback (most recent call last):\n  File x\n"
-                   "KeyError: 'k'\nt WARNING low disk\nt INFO ok\nt DEBUG detail\n"
+                   "CardDeclined: no funds\nt WARNING low disk\nt INFO ok\nt DEBUG detail\n"
                    "level=error msg=x\nplain line\n")
     srv = start(server, {"app": log})
     open_live(page, srv.url + "/logs/app")
@@ -252,6 +252,14 @@ def test_scrolling_up_pauses_and_scrolling_to_the_end_resumes(
     wait_lines(page, file_lines(log))
     wait_until(lambda: page.locator("#log").evaluate(at_end), message="end in view")
 
+    # A change of the log's size (a narrower window wraps the toolbar) is no
+    # scroll by the user: it does not pause, and the end stays in view.
+    page.set_viewport_size({"width": 420, "height": 300})
+    append(log, "after the resize\n")
+    wait_lines(page, file_lines(log))
+    wait_until(lambda: page.locator("#log").evaluate(at_end), message="end in view")
+    assert not data(page, "paused")
+
 
 def test_line_cap_keeps_the_newest_lines(server: ServerFactory, page: Page,
                                          tmp_path: Path) -> None:
@@ -326,7 +334,12 @@ def test_server_restart_loses_and_repeats_nothing(server: ServerFactory, page: P
         wait_until(lambda: data(page, "opens") == "2", timeout=30, message="reconnected")
         seen = writer.count
         wait_until(lambda: writer.count > seen + 50, message="lines after the restart")
-    wait_lines(page, file_lines(log), timeout=30)
+    try:
+        wait_lines(page, file_lines(log), timeout=30)
+    except AssertionError as exc:
+        state = page.evaluate("({...document.body.dataset})")
+        raise AssertionError(f"{exc}\npage: {state}, file size {log.stat().st_size}\n"
+                             f"server log:\n{srv.log()[-3000:]}") from None
     assert not page.locator("#log .notice").count()
     assert data(page, "offset") == str(log.stat().st_size)
 

@@ -49,12 +49,12 @@
     return a;
   }
 
-  if (cfg.files.length > 1 || !cfg.name) {
+  if (cfg.files.length > 1 && cfg.name) {
     for (const file of cfg.files) filesEl.appendChild(fileLink(file));
   } else {
     const span = document.createElement('span');
     span.className = 'name';
-    span.textContent = cfg.name;
+    span.textContent = cfg.name || cfg.title;
     filesEl.appendChild(span);
   }
 
@@ -151,16 +151,21 @@
   let pending = [];
   let pendingCount = 0; // every line that arrived while paused
 
-  // A line that continues the one before it (a traceback, an indented
-  // wrapped message) takes its level.
-  const CONTINUATION = /^(?:\s|Traceback |Caused by|[\w.]+(?:Error|Exception)\b)/;
+  // A line that continues the one before it takes its level: an indented
+  // line, a traceback's header, and the "Name: message" line that ends an
+  // indented block (Python's traceback, Java's "Caused by").
+  const CONTINUATION = /^(?:\s|Traceback |Caused by|[\w.$]+(?:Error|Exception)\b)/;
+  const BLOCK_END = /^[A-Za-z_][\w.$]*(?::|$)/;
   let lastLevel = null;
+  let lastIndented = false;
 
   function lineElement(text) {
     const el = document.createElement('div');
     el.className = 'line';
-    const level = levelOf(text) || (CONTINUATION.test(text) ? lastLevel : null);
+    const continues = CONTINUATION.test(text) || (lastIndented && BLOCK_END.test(text));
+    const level = levelOf(text) || (continues ? lastLevel : null);
     lastLevel = level;
+    lastIndented = /^\s/.test(text);
     if (level) el.classList.add('lvl-' + level);
     el.hidden = !paint(el, text);
     return el;
@@ -287,13 +292,24 @@
     }
   }
 
+  // Only a move up pauses: the log's box also changes size by itself (the
+  // toolbar wraps, the window is resized), and a scroll event that follows
+  // such a change may find the end out of view without anyone scrolling.
+  let lastTop = 0;
   logEl.addEventListener('scroll', () => {
+    const top = logEl.scrollTop;
+    const up = top < lastTop;
+    lastTop = top;
     if (atEnd()) {
       if (paused === 'scroll') resume();
-    } else if (!paused) {
+    } else if (!paused && up) {
       pause('scroll');
     }
   });
+  // Following means the end stays in view whatever changes the log's size.
+  new ResizeObserver(() => {
+    if (!paused) scrollToEnd();
+  }).observe(logEl);
   pauseEl.addEventListener('click', () => (paused ? resume() : pause('button')));
   jumpEl.addEventListener('click', () => resume());
 
@@ -371,10 +387,11 @@
     replaced: 'The file was replaced; following the new file from its start.',
   };
 
-  function setState(state, text) {
+  function setState(state, text, detail) {
     body.dataset.state = state;
     stateEl.className = 'state ' + state;
     stateEl.textContent = text || state;
+    stateEl.title = detail || '';
   }
 
   function socketUrl() {
@@ -495,7 +512,8 @@
     const base = Math.min(15000, 500 * 2 ** Math.min(attempts, 5));
     const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     attempts += 1;
-    setState('reconnecting', `${why}; reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
+    setState('reconnecting', `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`,
+      `${why}; the page resumes where it stopped`);
     retryTimer = setTimeout(connect, delay);
   }
 
