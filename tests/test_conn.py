@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Conne
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 import wsraw
-from helpers import connect, events, fd_count, state, thread_count, wait_until
+from helpers import connect, events, fd_count, http_get, state, thread_count, wait_until
 
 QUIET_LOG_MARKERS = ("Traceback", "Error handling request", "Exception in thread")
 
@@ -308,10 +308,11 @@ def test_every_failure_after_a_disconnect_ends_the_handler_quietly(server) -> No
 def test_peer_that_stops_reading_is_dropped_after_the_send_timeout(server) -> None:
     srv = server(env={"PINE_WS_SEND_TIMEOUT": "2"})
     (worker,) = srv.worker_pids()
-    with connect(srv.ws_url + "/echo") as ws:  # warm up the worker's thread pool
-        ws.send("warm")
-        ws.recv(timeout=10)
-    baseline = wait_until(lambda: thread_count(worker))
+    # warm up: gunicorn's pool keeps the threads it made, and the test's
+    # polls of /state run beside the flood: let the pool grow beforehand
+    concurrent_cycles(srv.ws_url, 3)
+    time.sleep(0.3)
+    baseline = thread_count(worker)
     answer = wsraw.handshake(srv.port, "/flood", rcvbuf=4096)
     try:
         started = time.monotonic()
@@ -320,9 +321,17 @@ def test_peer_that_stops_reading_is_dropped_after_the_send_timeout(server) -> No
         assert 2 <= dropped["after"] < 20
         wait_until(lambda: thread_count(worker) <= baseline, timeout=10,
                    message=f"worker threads back to {baseline}")
+        assert not reader_threads(srv.url)
     finally:
         answer.sock.close()
     assert_quiet_log(srv)
+
+
+def reader_threads(base_url: str) -> list[str]:
+    """The simple-websocket reader threads alive in the server (GET /threads)."""
+    status, _, body = http_get(base_url + "/threads")
+    assert status == 200
+    return [name for name in json.loads(body)["threads"] if name == "pine-ws-reader"]
 
 
 def test_sigterm_closes_every_connection_with_1001_at_once(server) -> None:
@@ -445,6 +454,7 @@ def test_connect_close_cycles_leave_no_thread_or_fd(server, kind: str) -> None:
                message=f"threads back to {baseline_threads}")
     wait_until(lambda: fd_count(worker) <= baseline_fds, timeout=15,
                message=f"fds back to {baseline_fds}")
+    assert not reader_threads(srv.url)
     assert "Traceback" not in srv.log()
 
 
