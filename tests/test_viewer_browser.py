@@ -393,6 +393,25 @@ def test_missing_file_is_waited_for(server: ServerFactory, page: Page, tmp_path:
     wait_until(lambda: data(page, "state") == "live", message="live state")
 
 
+def test_a_refusal_is_shown_and_not_retried(server: ServerFactory, page: Page,
+                                            tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("out of bounds\n")
+    # The app allows no file outside another directory: watch_file closes with 1008.
+    srv = start(server, {"app": log},
+                PINE_WS_WATCH_ROOTS=json.dumps([str(tmp_path / "elsewhere")]))
+    page.goto(srv.url + "/logs/app")
+    wait_until(lambda: data(page, "state") == "refused", message="refused state")
+    assert "path outside the allowed watch roots" in page.locator("#state").inner_text()
+    time.sleep(3)  # the first retry would have come after 0.5 s
+    assert data(page, "state") == "refused" and not page_lines(page)
+    assert data(page, "connects") == "1"
+
+    page.click("#state")  # the user asks again
+    wait_until(lambda: data(page, "connects") == "2", message="tried again")
+    wait_until(lambda: data(page, "state") == "refused", message="refused again")
+
+
 def test_several_files_are_listed(server: ServerFactory, page: Page, tmp_path: Path) -> None:
     (tmp_path / "a.log").write_text("from a\n")
     (tmp_path / "b.log").write_text("from b\n")

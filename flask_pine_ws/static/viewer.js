@@ -35,7 +35,10 @@
     return Math.min(hi, Math.max(lo, parseInt(value, 10)));
   };
   const maxLines = intParam(query.get('max'), cfg.maxLines, 1, 1000000);
-  const firstLines = query.has('lines') ? intParam(query.get('lines'), null, 0, cfg.maxLines) : null;
+  // The lines a new stream starts with: ?lines=N, else the server's setting,
+  // but never more than this page keeps (the rest would be dropped at once).
+  let firstLines = query.has('lines') ? intParam(query.get('lines'), null, 0, cfg.maxLines) : null;
+  if (firstLines === null && cfg.lines !== null && cfg.lines > maxLines) firstLines = maxLines;
 
   // ---- file list -------------------------------------------------------------
 
@@ -376,6 +379,7 @@
   let fileId = null;
   let attempts = 0; // failed connections in a row (the backoff)
   let opens = 0; // streams opened, the first one included
+  let connects = 0; // connections tried
   let retryTimer = null;
   let stopped = false; // refused by the server (1008): wait for the user
   let unexplained = false; // resumed elsewhere than asked, no reason given yet
@@ -415,6 +419,8 @@
     clearTimeout(retryTimer);
     retryTimer = null;
     stopped = false;
+    connects += 1;
+    body.dataset.connects = String(connects);
     setState('connecting', attempts ? 'reconnecting\u2026' : 'connecting\u2026');
     let sock;
     try {
