@@ -34,9 +34,13 @@ Two wire formats:
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
 from collections.abc import Sequence
+
+from flask import current_app, has_app_context
 
 from .config import setting
 from .conn import Conn
@@ -152,11 +156,26 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         conn.close(1008, REFUSED_REASON)
     except ConnectionClosed:
         pass  # the client left, or the server closed it for shutdown
+    except OSError as exc:
+        # The path names something this process cannot read: a file it may
+        # not open (permissions), a directory. Not a bug of the server: say
+        # why instead of a traceback and "internal server error". A client
+        # that reconnects (1011: retry with backoff) gets the file once it is
+        # readable again.
+        logger = current_app.logger if has_app_context() else logging.getLogger(__name__)
+        logger.warning("watch_file: cannot read %s: %s", target, exc)
+        conn.close(1011, unreadable_reason(exc))
     finally:
         if sub is not None:
             table.unsubscribe(sub)
         conn.remove_listener(wake.set)
         follower.close()
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """The close reason for a path that cannot be read (no path in it: the client sees it)."""
+    why = "it is a directory" if exc.errno == errno.EISDIR else (exc.strerror or str(exc))
+    return f"cannot read the file: {why}"[:123]
 
 
 def _check_arguments(offset: int | None, lines: int | None, binary: bool,
