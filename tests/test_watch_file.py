@@ -28,7 +28,7 @@ from websockets.sync.client import ClientConnection, connect
 from conftest import ServerFactory
 from server import Server
 
-WAIT = 10.0  # generous: a noisy 2-core machine shared with others
+WAIT = 30.0  # generous: a noisy 2-core machine shared with others (browsers, builds)
 APP = "watch_app:app"
 FRAMED = "pine.watch.v1"
 
@@ -311,7 +311,6 @@ def test_follows_every_rotation_kind_with_framed_notices(
         assert f.until(lambda t: len(t) >= 2) == [
             {"event": "open", "file": None, "offset": 0, "size": 0}, {"event": "waiting"}]
         d.mkdir()  # the directory appears, then the file
-        assert f.until(lambda t: False if t else True, 0.01) == []
         append(log, "a1\n")
         toks = f.until(ends_with_bytes(b"a1\n"))
         id1 = f"{log.stat().st_dev}:{log.stat().st_ino}"
