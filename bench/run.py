@@ -62,7 +62,8 @@ class Plan:
 
 PLANS = {
     "full": Plan("full", [t.name for t in targets.ALL]),
-    "quick": Plan("quick", [t.name for t in targets.ALL], duration=2.0, burst_bytes=5_000_000,
+    "quick": Plan("quick", [t.name for t in targets.ALL if t is not targets.PineShared],
+                  duration=2.0, burst_bytes=5_000_000,
                   burst_timeout=20.0, fanout=[1, 100], idle=2.0, rotations=2,
                   filesize_duration=1.0, capacity_messages=20_000, capacity_mb=20),
     "smoke": Plan("smoke", ["asyncio", "pine"], duration=2.0, burst_bytes=2_000_000,
@@ -189,6 +190,7 @@ def main() -> int:
     mode.add_argument("--smoke", action="store_true", help="the floor and flask-pine-ws, tiny")
     parser.add_argument("--targets", help="comma-separated subset of: "
                         + ", ".join(t.name for t in targets.ALL))
+    parser.add_argument("--fanout", help="comma-separated client counts (e.g. 1,1000)")
     parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
                         help="write docs/benchmarks.md and docs/img/ (default: full run only)")
     parser.add_argument("--out", type=Path, help="the results JSON (default: bench/results/)")
@@ -199,6 +201,8 @@ def main() -> int:
         unknown = set(plan.targets) - {t.name for t in targets.ALL}
         if unknown:
             parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.fanout:
+        plan.fanout = [int(n) for n in args.fanout.split(",")]
     if "frontail" in plan.targets and not targets.FRONTAIL.exists():
         parser.error("frontail is not installed: run bench/setup.sh")
     # a socket and, for tail and websocketd, a pipe per client, plus the files

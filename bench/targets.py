@@ -196,6 +196,7 @@ class Pine(Target):
     """flask-pine-ws under gunicorn gthread: a pool thread per socket, plus its reader."""
 
     compression = False
+    app = "pine_app:app"
 
     def argv(self) -> list[str]:
         threads = self.max_clients + 50
@@ -203,7 +204,7 @@ class Pine(Target):
                 "--threads", str(threads), "--worker-connections", str(2 * threads),
                 "--backlog", "2048", "--timeout", "120", "--graceful-timeout", "5",
                 "--no-control-socket", "--log-level", "warning",
-                "-b", f"127.0.0.1:{self.port}", "pine_app:app"]
+                "-b", f"127.0.0.1:{self.port}", self.app]
 
     def env(self) -> dict[str, str]:
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -223,4 +224,12 @@ class PineDeflate(Pine):
     compression = True
 
 
-ALL: list[type[Target]] = [TailFloor, AsyncioFloor, Websocketd, Frontail, PineOff, PineDeflate]
+class PineShared(Pine):
+    """Not the project: shared_app.py, a prototype of the proposed fan-out design."""
+
+    name, label = "pine-shared", "prototype: one read, one frame, many sockets"
+    app = "shared_app:app"
+
+
+ALL: list[type[Target]] = [TailFloor, AsyncioFloor, Websocketd, Frontail, PineOff, PineDeflate,
+                           PineShared]
