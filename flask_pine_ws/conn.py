@@ -111,7 +111,13 @@ class GuardedSocket:
         return self._sock.fileno()
 
     def close(self) -> None:
-        self._sock.close()
+        # The library's reader thread closes the socket without our lock. A
+        # sender inside ``send`` could then write to the fd number after the
+        # worker reused it for another client: shut down first (a blocked or
+        # in-flight send fails at once with EPIPE), then close under the lock.
+        self.abort()
+        with self._lock:
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
