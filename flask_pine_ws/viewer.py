@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, url_for
+from flask import Blueprint, Response, request, url_for
 from markupsafe import escape
 
 from .config import Config
@@ -132,7 +132,16 @@ def _json_for_html(obj: Any) -> str:
 #: The page runs only its own script and style, and talks only to its origin:
 #: a log line that got into the markup still could not run anything.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+        "connect-src 'self'{ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+#: A Host header fit to be named in the policy (anything else: 'self' alone).
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+
+
+def _policy(host: str) -> str:
+    # CSP 3 lets 'self' cover ws:// and wss:// to the same host; older
+    # browsers (Safari before 15.4) need the socket's origin spelled out.
+    ws = f" ws://{host} wss://{host}" if _HOST.match(host) else ""
+    return _CSP.format(ws=ws)
 
 
 def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], *,
@@ -207,7 +216,7 @@ def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], 
                 .replace("{{static}}", url_for(f"{name}.static", filename="").rstrip("/"))
                 .replace("{{config}}", _json_for_html(settings)))
         response = Response(html, mimetype="text/html")
-        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["Content-Security-Policy"] = _policy(request.host)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         return response

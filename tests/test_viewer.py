@@ -107,7 +107,8 @@ def test_page_has_a_strict_content_security_policy(server: ServerFactory,
     with urllib.request.urlopen(srv.url + "/logs/app", timeout=10) as resp:
         csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
-    assert "unsafe-inline" not in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert f"connect-src 'self' ws://127.0.0.1:{srv.port} wss://127.0.0.1:{srv.port};" in csp
 
 
 def test_unknown_name_is_404_before_any_upgrade(server: ServerFactory, tmp_path: Path) -> None:
