@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from server import Server, gunicorn_argv  # noqa: E402
+from server import Server, gunicorn_argv
 
 
 def stats(srv: Server) -> dict[str, Any]:
