@@ -189,10 +189,12 @@
     trim();
   }
 
-  // Drop the oldest entries (notices among them) until maxLines lines are left.
+  // Drop the oldest entries (notices among them) until maxLines lines are
+  // left, and at most 100 notices besides (a file truncated again and again).
   function trim() {
     let drop = 0;
-    while (lineCount > maxLines && drop < entries.length) {
+    while ((lineCount > maxLines || entries.length - drop > maxLines + 100)
+           && drop < entries.length) {
       const e = entries[drop];
       e.el.remove();
       if (e.text !== null) {
@@ -215,6 +217,9 @@
     el.textContent = message;
     entries.push({ el, text: null });
     logEl.insertBefore(el, partialEl);
+    lastLevel = null; // a new file: nothing to continue
+    lastIndented = false;
+    trim();
     scrollToEnd();
   }
 
