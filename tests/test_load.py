@@ -128,7 +128,9 @@ def test_1000_watchers_of_one_file_on_one_worker_get_every_line(server: ServerFa
     srv = start(server, {"app": log}, threads=count + 50)
     figures = asyncio.run(_fan_out(srv, log, count))
     print(f"\n1000 watchers: {figures}")
+    assert figures["nofile"][0] >= 3 * count + 100, "the worker's fd limit is the test's"
     assert figures["inotify_instances"] == 1 and figures["inotify_watches"] == 1
+    assert figures["fds"] <= 3 * count + 100  # the sizing rule of docs/robustness.md
     # a pool thread and a reader thread per socket, a few more for the process
     assert count * 2 <= figures["threads"] <= count * 2 + 60
     deadline = time.monotonic() + 30
