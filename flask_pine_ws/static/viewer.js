@@ -149,9 +149,11 @@
   let entries = [];
   let lineCount = 0; // lines in the page
   let shown = 0; // lines in the page that match the filter
-  // Lines (strings) and notices ({notice}) that arrived while paused; the
-  // oldest are dropped past maxLines, as the page would have dropped them.
-  let pending = [];
+  // Lines (strings) and notices ({notice}) not in the page yet: they go in
+  // once per frame (a burst of 100 000 lines makes at most maxLines
+  // elements, not 100 000), or on resume when paused. The oldest are dropped
+  // past maxLines, as the page would have dropped them.
+  let queue = [];
   let pendingCount = 0; // every line that arrived while paused
 
   // A line that continues the one before it takes its level: an indented
@@ -206,11 +208,70 @@
     if (drop) entries = entries.slice(drop);
   }
 
-  function notice(message) {
+  function enqueue(items, lines) {
+    for (const item of items) queue.push(item);
+    // Trim in batches: slicing on every line would be quadratic.
+    if (queue.length > maxLines * 2 + 100) queue = queue.slice(queue.length - maxLines);
     if (paused) {
-      pending.push({ notice: message }); // in order with the lines around it
+      pendingCount += lines;
+      updatePause();
+    } else {
+      scheduleFlush();
+    }
+  }
+
+  let flushScheduled = false;
+  let flushCost = 0; // ms the last flush took, its layout included
+  function scheduleFlush() {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    if (flushCost > 20) {
+      // A flush is as dear as a layout of the whole page (thousands of
+      // lines): under a flood, flush less often and in bigger batches, so
+      // the page keeps up and stays responsive instead of laying out the
+      // same lines on every frame.
+      setTimeout(onFrame, Math.min(1000, flushCost * 4));
       return;
     }
+    // A frame, or a timer where frames do not come (a hidden tab), whichever
+    // is first: the queue is bounded either way.
+    requestAnimationFrame(onFrame);
+    setTimeout(onFrame, 200);
+  }
+
+  function onFrame() {
+    if (flushScheduled) flush();
+  }
+
+  // Put the queue in the page, then the partial line, then keep the end in view.
+  function flush() {
+    flushScheduled = false;
+    if (paused) return;
+    const started = performance.now();
+    const items = queue;
+    queue = [];
+    let run = [];
+    for (const item of items) {
+      if (typeof item === 'string') {
+        run.push(item);
+      } else {
+        append(run);
+        run = [];
+        addNotice(item.notice);
+      }
+    }
+    append(run);
+    partialEl.hidden = !tail || !paint(partialEl, tail);
+    updateCount();
+    scrollToEnd();
+    flushCost = performance.now() - started;
+  }
+
+  function notice(message) {
+    enqueue([{ notice: message }], 0); // in order with the lines around it
+  }
+
+  function addNotice(message) {
     const el = document.createElement('div');
     el.className = 'notice';
     el.setAttribute('role', 'status');
@@ -220,7 +281,6 @@
     lastLevel = null; // a new file: nothing to continue
     lastIndented = false;
     trim();
-    scrollToEnd();
   }
 
   function refilter() {
@@ -231,7 +291,7 @@
       e.el.hidden = !paint(e.el, e.text);
       if (!e.el.hidden) shown += 1;
     }
-    renderPartial();
+    if (!paused) partialEl.hidden = !tail || !paint(partialEl, tail);
     updateCount();
     if (!paused) scrollToEnd();
   }
@@ -264,24 +324,9 @@
     if (!paused) return;
     paused = null;
     delete body.dataset.paused;
-    const waiting = pending;
-    pending = [];
     pendingCount = 0;
-    let run = [];
-    for (const item of waiting) {
-      if (typeof item === 'string') {
-        run.push(item);
-      } else {
-        append(run);
-        run = [];
-        notice(item.notice);
-      }
-    }
-    append(run);
-    renderPartial();
-    updateCount();
     updatePause();
-    scrollToEnd();
+    flush();
   }
 
   function updatePause() {
@@ -338,23 +383,7 @@
       start = nl + 1;
     }
     tail = tail.slice(start);
-    if (paused) {
-      for (const line of out) pending.push(line);
-      pendingCount += out.length;
-      // Trim in batches: slicing on every line would be quadratic.
-      if (pending.length > maxLines * 2) pending = pending.slice(pending.length - maxLines);
-      updatePause();
-      return;
-    }
-    append(out);
-    renderPartial();
-    updateCount();
-    scrollToEnd();
-  }
-
-  function renderPartial() {
-    if (paused) return;
-    partialEl.hidden = !tail || !paint(partialEl, tail);
+    enqueue(out, out.length); // the partial line too is shown at the flush
   }
 
   // The file ended without a newline and another begins: the tail is a whole line.
@@ -365,16 +394,8 @@
     if (tail) {
       const last = tail;
       tail = '';
-      if (paused) {
-        pending.push(last);
-        pendingCount += 1;
-        updatePause();
-      } else {
-        append([last]);
-        updateCount();
-      }
+      enqueue([last], 1);
     }
-    renderPartial();
   }
 
   // ---- the socket ------------------------------------------------------------
