@@ -221,8 +221,11 @@ def test_a_file_system_without_inotify_events_is_polled(server: ServerFactory,
             assert recv_bytes(ws, len(line)) == line
             # polling: within a few poll intervals; auto (inotify, no events): the safety check
             assert time.monotonic() - began < (2 if polling == "true" else 6)
-        mode = stats(srv)["table"]["mode"]
-    assert mode == ("polling" if polling == "true" else "inotify")
+        table = stats(srv)["table"]
+    if polling == "true":
+        assert table["mode"] == "polling"
+    else:  # inotify, unless other programs used up the user's instances: then polling
+        assert table["mode"] == "inotify" or table["inotify_refused"], table
 
 
 def test_inotify_instances_used_up_before_start_fall_back_to_polling(confined: Any,
