@@ -412,6 +412,21 @@ def test_a_refusal_is_shown_and_not_retried(server: ServerFactory, page: Page,
     wait_until(lambda: data(page, "state") == "refused", message="refused again")
 
 
+def test_an_unreadable_path_is_retried_and_shown(server: ServerFactory, page: Page,
+                                                 tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.mkdir()  # a directory where the file should be: 1011 "cannot read the file"
+    srv = start(server, {"app": path})
+    page.goto(srv.url + "/logs/app")
+    wait_until(lambda: "cannot read the file" in page.locator("#state").inner_text(),
+               message="the reason shown")
+    wait_until(lambda: int(data(page, "connects") or 0) >= 2, message="retried")
+    path.rmdir()
+    path.write_text("readable now\n")
+    wait_lines(page, ["readable now"], timeout=40)  # the backoff may be at 8 s by now
+    wait_until(lambda: data(page, "state") == "live", message="live")
+
+
 def test_several_files_are_listed(server: ServerFactory, page: Page, tmp_path: Path) -> None:
     (tmp_path / "a.log").write_text("from a\n")
     (tmp_path / "b.log").write_text("from b\n")

@@ -527,10 +527,16 @@
   }
 
   function closed(code, reason) {
-    if (code === 1008) {
+    if (code === 1008 && !/ping\/pong timeout/i.test(reason)) {
       // Refused: reconnecting would be refused again. Say why and wait.
+      // (A ping left unanswered, a tab asleep, is no refusal: reconnect.)
       stopped = true;
       setState('refused', `refused: ${reason || 'policy violation'} (click to retry)`);
+      return;
+    }
+    if (code === 1011 && reason) {
+      // The server cannot read the file (yet): say so while retrying.
+      scheduleReconnect(reason, true);
       return;
     }
     const why = code === 1001 ? 'server restarting' : code === 1011 ? 'server error'
@@ -538,13 +544,14 @@
     scheduleReconnect(why);
   }
 
-  function scheduleReconnect(why) {
+  function scheduleReconnect(why, visible) {
     // Exponential backoff with jitter, 0.5 s to 15 s: a restarting server is
     // not hammered by every open tab at the same instant.
     const base = Math.min(15000, 500 * 2 ** Math.min(attempts, 5));
     const delay = Math.round(base * (0.75 + Math.random() * 0.5));
     attempts += 1;
-    setState('reconnecting', `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`,
+    const when = `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`;
+    setState('reconnecting', visible ? `${why}; ${when}` : when,
       `${why}; the page resumes where it stopped`);
     retryTimer = setTimeout(connect, delay);
   }
