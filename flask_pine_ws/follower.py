@@ -173,21 +173,23 @@ class FileFollower:
         # offset between two looks (copytruncate then a quick write), which a
         # size check alone misses.
         self._sig = b""
+        self._mtime_ns = 0  # of the file when last seen at its end
         self._waiting_told = False
         self._next_how = "replaced"  # how to announce the next file opened at the path
 
     # -- state ---------------------------------------------------------------
 
     @property
-    def position(self) -> tuple[int, int, int] | None:
-        """``(st_dev, st_ino, offset read up to)`` of the open file, or ``None``.
+    def position(self) -> tuple[int, int, int, int] | None:
+        """``(st_dev, st_ino, offset read up to, st_mtime_ns)`` of the open file, or ``None``.
 
         The watch table compares it with ``stat(path)`` to wake only followers
-        that really have something to read (the polling and safety checks).
+        that really have something to read (the polling and safety checks);
+        the modification time tells a rewrite to the same size from no change.
         """
         if self._ident is None:
             return None
-        return (self._ident[0], self._ident[1], self._offset)
+        return (self._ident[0], self._ident[1], self._offset, self._mtime_ns)
 
     @property
     def delivered(self) -> int:
@@ -311,6 +313,7 @@ class FileFollower:
             yield from self._drain()
             assert self._fd is not None
             st = os.fstat(self._fd)
+            self._mtime_ns = st.st_mtime_ns
             if st.st_size < self._offset:
                 yield from self._restart()
                 continue

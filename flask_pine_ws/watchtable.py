@@ -103,7 +103,7 @@ class Subscription:
 
     :ivar path: the absolute path followed.
     :ivar event: set by the table; the watcher waits on it.
-    :ivar known: what the watcher has read, ``(st_dev, st_ino, offset)`` or
+    :ivar known: what the watcher has read, ``(st_dev, st_ino, offset, st_mtime_ns)`` or
         ``None`` (no file open); the watcher keeps it current so that polling
         and safety checks wake it only when the file differs.
     :ivar needs_refresh: the watched directory changed (created, removed):
@@ -113,7 +113,7 @@ class Subscription:
     def __init__(self, path: str, event: threading.Event) -> None:
         self.path = path
         self.event = event
-        self.known: tuple[int, int, int] | None = None
+        self.known: tuple[int, int, int, int] | None = None
         self.needs_refresh = False
         self.watch: _Watch | None = None
         #: The path whose events concern this subscriber: the file itself when
@@ -448,7 +448,12 @@ class WatchTable:
                 woken += len(subs)
                 continue
             for sub in subs:
-                if _lagging(sub):
+                if not sub.direct and os.path.exists(sub.wake_path):
+                    # a missing directory appeared (its event lost, or polled)
+                    sub.needs_refresh = True
+                    sub.event.set()
+                    woken += 1
+                elif _lagging(sub):
                     sub.event.set()
                     woken += 1
         return woken
@@ -479,6 +484,13 @@ class WatchTable:
                 "subscribers": len(self._subs),
                 "dirs": sorted(self._watches),
                 "ticker": self._ticker is not None,
+                # per subscriber, to tell a lost signal from a stuck watcher
+                "subscriptions": [
+                    {"path": sub.path, "known": sub.known, "signalled": sub.event.is_set(),
+                     "needs_refresh": sub.needs_refresh, "wake_path": sub.wake_path,
+                     "watch": None if sub.watch is None else sub.watch.path,
+                     "watch_dead": None if sub.watch is None else sub.watch.dead}
+                    for sub in self._subs],
             }
 
 
@@ -499,7 +511,8 @@ def _lagging(sub: Subscription) -> bool:
         return known is not None
     if known is None:
         return True
-    return (st.st_dev, st.st_ino) != known[:2] or st.st_size != known[2]
+    return ((st.st_dev, st.st_ino) != known[:2] or st.st_size != known[2]
+            or st.st_mtime_ns != known[3])
 
 
 def _nearest_dir(path: str) -> tuple[str, tuple[int, int], str, bool] | None:

@@ -118,8 +118,9 @@ def rss_kib(pid: int) -> int:
 class Framed:
     """Reads a pine.watch.v1 stream as tokens: JSON events, and binary runs merged."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, srv: Server | None = None) -> None:
         self.ws = ws
+        self.srv = srv  # for a diagnosis when the stream stalls
         self.tokens: list[dict[str, Any] | bytes] = []
 
     def take(self, timeout: float = 0.3) -> None:
@@ -142,7 +143,8 @@ class Framed:
         deadline = time.monotonic() + timeout
         while not cond(self.tokens):
             if time.monotonic() > deadline:
-                raise AssertionError(f"stream so far: {self.tokens!r}")
+                state = stats(self.srv)["table"] if self.srv is not None else None
+                raise AssertionError(f"stream so far: {self.tokens!r}; watch table: {state}")
             self.take(0.05)
         out, self.tokens = self.tokens, []
         return out
@@ -201,6 +203,17 @@ def test_bad_arguments_raise_before_anything_is_sent(
             assert info.value.rcvd is not None and info.value.rcvd.code == 1011
     wait_for(lambda: srv.log().count("ValueError") >= 3, what="ValueError logged")
     assert "give offset or lines, not both" in srv.log()
+
+
+def test_unreadable_file_closes_1011_with_a_reason(server: ServerFactory, tmp_path: Path) -> None:
+    srv = server(APP)
+    (tmp_path / "adir").mkdir()
+    with open_ws(srv, path=str(tmp_path / "adir")) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=WAIT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    assert info.value.rcvd.reason == "cannot read the file: it is a directory"
+    wait_subs(srv, 0)  # nothing left behind
 
 
 def test_utf8_written_one_byte_at_a_time_is_never_split(
@@ -307,7 +320,7 @@ def test_follows_every_rotation_kind_with_framed_notices(
     log = d / "app.log"
     with open_ws(srv, path=str(log), offset=0, framed=True) as ws:
         assert ws.subprotocol == FRAMED
-        f = Framed(ws)
+        f = Framed(ws, srv)
         assert f.until(lambda t: len(t) >= 2) == [
             {"event": "open", "file": None, "offset": 0, "size": 0}, {"event": "waiting"}]
         d.mkdir()  # the directory appears, then the file

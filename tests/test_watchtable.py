@@ -22,6 +22,8 @@ from flask_pine_ws.errors import PineWSError
 from flask_pine_ws.watchtable import Subscription, WatchTable, parse_polling
 
 WAIT = 5.0  # generous: a noisy shared machine
+# inotify instances are capped per user (128), and this machine's user is shared
+INOTIFY_REFUSED = "inotify refused here (per-user instance limit?): the table fell back to polling"
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_last_subscriber_stops_every_thread(tmp_path: Path) -> None:
     assert threading.active_count() > before
     t.unsubscribe(sub)
     t.unsubscribe(sub)  # idempotent
-    assert t.stats() | {"pid": 0} == {
+    assert t.stats() | {"pid": 0} == {"subscriptions": [],
         "pid": 0, "mode": "idle", "polling": "auto", "inotify_refused": None, "observers": 0,
         "watches": 0, "polled_watches": 0, "subscribers": 0, "dirs": [], "ticker": False}
     deadline = time.monotonic() + WAIT
@@ -122,6 +124,7 @@ def test_missing_directories_are_followed_down_as_they_appear(
     path = tmp_path / "a" / "b" / "app.log"
     ev = threading.Event()
     sub = table.subscribe(str(path), ev)
+    assert table.stats()["mode"] == "inotify", INOTIFY_REFUSED
     assert table.stats()["dirs"] == [str(tmp_path)]
     settle(ev)
     (tmp_path / "a").mkdir()
@@ -142,6 +145,7 @@ def test_directory_removed_and_created_again(table: WatchTable, tmp_path: Path) 
     d.mkdir()
     ev = threading.Event()
     sub = table.subscribe(str(d / "app.log"), ev)
+    assert table.stats()["mode"] == "inotify", INOTIFY_REFUSED
     settle(ev)
     shutil.rmtree(d)
     assert signalled(ev)
@@ -156,6 +160,20 @@ def test_directory_removed_and_created_again(table: WatchTable, tmp_path: Path) 
     assert signalled(ev)
 
 
+def test_polling_follows_missing_directories_down(tmp_path: Path) -> None:
+    t = WatchTable(polling=True, poll_interval=0.1, safety_interval=30)
+    ev = threading.Event()
+    sub = t.subscribe(str(tmp_path / "a" / "app.log"), ev)
+    try:
+        settle(ev)
+        (tmp_path / "a").mkdir()
+        assert signalled(ev) and sub.needs_refresh
+        t.refresh(sub)
+        assert t.stats()["dirs"] == [str(tmp_path / "a")]
+    finally:
+        t.unsubscribe(sub)
+
+
 def test_polling_mode_signals_changes(tmp_path: Path) -> None:
     t = WatchTable(polling=True, poll_interval=0.1, safety_interval=30)
     log = tmp_path / "app.log"
@@ -168,7 +186,7 @@ def test_polling_mode_signals_changes(tmp_path: Path) -> None:
         log.write_text("x")
         assert signalled(ev)
         st = log.stat()
-        sub.known = (st.st_dev, st.st_ino, st.st_size)  # the watcher read it all
+        sub.known = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # the watcher read it all
         settle(ev)
         assert not ev.wait(0.5)
         with log.open("a") as out:
@@ -186,12 +204,15 @@ def test_safety_check_wakes_only_subscribers_behind(table: WatchTable, tmp_path:
     behind, current = threading.Event(), threading.Event()
     s1 = table.subscribe(str(log), behind)
     s2 = table.subscribe(str(log), current)
-    s1.known = (st.st_dev, st.st_ino, 2)
-    s2.known = (st.st_dev, st.st_ino, 5)
+    s1.known = (st.st_dev, st.st_ino, 2, st.st_mtime_ns)
+    s2.known = (st.st_dev, st.st_ino, 5, st.st_mtime_ns)
     settle(behind)
     settle(current)
     assert table.check() == 1
     assert behind.is_set() and not current.is_set()
+    behind.clear()
+    os.utime(log, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten to the same size
+    assert table.check() == 2 and current.is_set()
 
 
 def test_polling_false_with_inotify_refused_is_a_clear_error(tmp_path: Path) -> None:
