@@ -16,6 +16,11 @@ so every write, the library's included, is a whole ``sendall`` under one lock,
 with a deadline: a peer that stops reading is dropped after
 ``PINE_WS_SEND_TIMEOUT`` seconds instead of pinning a thread for ever. Every
 failure after a disconnect is turned into :class:`ConnectionClosed` here.
+
+The same seam lets :mod:`.broadcast` write one ready-made frame to many
+connections without ever waiting for one of them (:meth:`Conn.try_send_frame`):
+the socket keeps the unwritten rest of such a frame (one frame at most) and
+writes it before anything else, so frames still never interleave.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import simple_websocket
+from wsproto.connection import ConnectionState
 from wsproto.utilities import LocalProtocolError
 
 from .errors import ConnectionClosed, InvalidMessage
@@ -63,6 +69,20 @@ class GuardedSocket:
         # socket's mode, which the reader thread's blocking recv relies on.
         # An SSL socket accepts no flags: it gets a plain blocking sendall.
         self._nonblocking = not isinstance(sock, ssl.SSLSocket) and hasattr(socket, "MSG_DONTWAIT")
+        # The unwritten end of a frame that :meth:`try_send` could write only
+        # in part (at most one frame): every later write sends it first, so
+        # frames never interleave.
+        self._pending = b""
+
+    @property
+    def can_try_send(self) -> bool:
+        """Whether :meth:`try_send` can write at all (not on SSL sockets)."""
+        return self._nonblocking
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame :meth:`try_send` left for the next write."""
+        return len(self._pending)
 
     def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
         self.sendall(data)
@@ -73,29 +93,82 @@ class GuardedSocket:
             if not self._nonblocking:
                 self._sock.sendall(data)
                 return
-            view = memoryview(data).cast("B")
-            deadline: float | None = None
-            while view:
-                try:
-                    sent = self._sock.send(view, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                if sent:
-                    view = view[sent:]
-                    deadline = None
-                    continue
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self._send_timeout
-                if now >= deadline:
-                    self.abort()
-                    raise TimeoutError(errno.ETIMEDOUT, "the peer stopped reading")
-                fd = self._sock.fileno()
-                if fd < 0:  # closed by the reader thread meanwhile
-                    raise OSError(errno.EBADF, "the socket is closed")
-                poller = select.poll()
-                poller.register(fd, select.POLLOUT)
-                poller.poll(min(deadline - now, 1.0) * 1000)
+            if self._pending:
+                pending, self._pending = self._pending, b""
+                self._write(pending)
+            self._write(data)
+
+    def try_send(self, frame: bytes) -> int:
+        """Write what the socket takes of ``frame`` now, without blocking; keep the rest.
+
+        For the broadcast hub, which must never wait for one slow peer. The
+        rest of a frame written in part is kept and written first by every
+        later write (``flush`` sends it alone), so it stays one frame on the
+        wire. Nothing is written, and 0 returned, when another write holds
+        the lock, when an earlier remainder is still not out, or on an SSL
+        socket.
+
+        :returns: how many bytes of ``frame`` were taken: written, or kept
+            to be written next (anything above 0 commits the whole frame).
+        :raises OSError: the socket failed (the peer is gone).
+        """
+        if not self._nonblocking or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            if self._pending:
+                self._pending = self._pending[self._send_now(self._pending):]
+                if self._pending:
+                    return 0
+            sent = self._send_now(frame)
+            if 0 < sent < len(frame):
+                self._pending = frame[sent:]
+            return sent
+        finally:
+            self._lock.release()
+
+    def flush(self) -> None:
+        """Write what :meth:`try_send` left, blocking as ``sendall`` does."""
+        self.sendall(b"")
+
+    def _send_now(self, data: bytes) -> int:
+        """Write as much of ``data`` as the socket takes without waiting."""
+        view = memoryview(data)
+        total = 0
+        while total < len(view):
+            try:
+                sent = self._sock.send(view[total:], socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not sent:
+                break
+            total += sent
+        return total
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write every byte of ``data`` (the lock held), or fail after ``send_timeout``."""
+        view = memoryview(data).cast("B")
+        deadline: float | None = None
+        while view:
+            try:
+                sent = self._sock.send(view, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent:
+                view = view[sent:]
+                deadline = None
+                continue
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._send_timeout
+            if now >= deadline:
+                self.abort()
+                raise TimeoutError(errno.ETIMEDOUT, "the peer stopped reading")
+            fd = self._sock.fileno()
+            if fd < 0:  # closed by the reader thread meanwhile
+                raise OSError(errno.EBADF, "the socket is closed")
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll(min(deadline - now, 1.0) * 1000)
 
     def abort(self) -> None:
         """Shut the socket down both ways: a blocked ``recv`` returns at once."""
@@ -117,6 +190,7 @@ class GuardedSocket:
         # in-flight send fails at once with EPIPE), then close under the lock.
         self.abort()
         with self._lock:
+            self._pending = b""
             self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -334,6 +408,53 @@ class Conn:
         :raises TypeError: ``obj`` cannot be encoded (nothing is sent).
         """
         self.send(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+    # -- ready-made frames (the broadcast hub) -------------------------------
+
+    @property
+    def shares_frames(self) -> bool:
+        """Whether :meth:`try_send_frame` can write here (not over SSL: no write can be tried)."""
+        return self._sock.can_try_send
+
+    def try_send_frame(self, frame: bytes) -> int:
+        """Write one ready-made, whole frame without ever blocking (:mod:`.broadcast`).
+
+        The frame goes straight to the socket, past the library: it must be a
+        complete, unmasked, uncompressed data frame. Nothing is written (0)
+        when another thread is sending here, when the connection is not open
+        (closed, or a close frame sent), or when the socket takes nothing. A
+        frame written in part is committed: the socket keeps its rest and
+        writes it before anything else (see :meth:`flush`).
+
+        :returns: the bytes of ``frame`` taken (0: none; the frame is not sent).
+        """
+        if not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            if (not self._ws.connected or self._local_close is not None
+                    or self._ws.ws.state is not ConnectionState.OPEN):
+                return 0
+            try:
+                return self._sock.try_send(frame)
+            except _GONE:
+                self._gone()
+                return 0
+        finally:
+            self._lock.release()
+
+    def flush(self) -> None:
+        """Write the rest of a frame :meth:`try_send_frame` wrote in part (bounded in time).
+
+        :raises ConnectionClosed: the connection is gone.
+        """
+        with self._lock:
+            if not self._sock.pending:
+                return
+            try:
+                self._sock.flush()
+            except _GONE:
+                self._gone()
+                raise self._closed() from None
 
     # -- receiving -----------------------------------------------------------
 
