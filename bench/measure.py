@@ -59,10 +59,15 @@ async def warm_up(path: Path, sinks: list[LineSink] | list[BurstSink],
     """
     global _probe_count
     deadline = time.monotonic() + timeout
+    wait = 0.25
     while time.monotonic() < deadline:
         _probe_count += 1
         append(path, probe_line(_probe_count))
-        if await wait_for(lambda: all(s.probed for s in sinks), 0.25):
+        # Probe again only for clients that began following after this probe;
+        # backing off, so that a slow server is not flooded with probes.
+        found = await wait_for(lambda: all(s.probed for s in sinks), wait)
+        wait = min(2.0, wait * 2)
+        if found:
             await wait_for(_caught_up(sinks, _probe_count),
                            max(1.0, deadline - time.monotonic()), step=0.01)
             await asyncio.sleep(0.1)
@@ -195,6 +200,7 @@ async def fanout(target: Target, path: Path, counts: list[int], idle: float,
             never = await warm_up(path, sinks, timeout=30)
             await asyncio.sleep(0.5)
             pids = target.pids(streams)
+            settle = await settled(pids)
             rss = procstat.rss_bytes(pids)
             nthreads = procstat.threads(pids)
             coarse0, fine0 = procstat.cpu_ns(pids)
@@ -217,7 +223,7 @@ async def fanout(target: Target, path: Path, counts: list[int], idle: float,
                 "clients": len(streams), "failed_connects": failed, "never_followed": never,
                 "last_ms": ms(statistics.median(lasts)) if lasts else None,
                 "median_client_ms": ms(statistics.median(medians)) if medians else None,
-                "missing": missing, "rss_mb": round(rss / 2**20, 1),
+                "missing": missing, "rss_mb": round(rss / 2**20, 1), "settle_s": settle,
                 "processes": len(pids), "threads": nthreads,
                 "idle_cpu_ms": ms((coarse1 - coarse0) / idle * 10),
                 "idle_cpu_ms_sched": ms((fine1 - fine0) / idle * 10),
@@ -225,6 +231,22 @@ async def fanout(target: Target, path: Path, counts: list[int], idle: float,
     finally:
         await close_streams(streams)
     return results
+
+
+async def settled(pids: list[int], limit: float = 20.0) -> float:
+    """Wait until the server is quiet; return how long it kept working, in seconds.
+
+    Every client has the last line, but a server may still be at work (a
+    backlog of file events dispatched to every watcher): its idle CPU is
+    measured from the first half second in which it used under 10 ms.
+    """
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = procstat.cpu_ns(pids)[1]
+        await asyncio.sleep(0.5)
+        if procstat.cpu_ns(pids)[1] - before < 10_000_000:
+            break
+    return round(max(0.0, time.monotonic() - start - 0.5), 1)
 
 
 def _all_have(sinks: list[LineSink], key: str) -> Callable[[], bool]:

@@ -167,20 +167,23 @@ def tables(results: Results) -> str:
     add("Time until the last client has the line (median of "
         f"{plan['appends']} appends), the server's RSS summed over its processes, and its CPU"
         f" over {plan['idle']:g} s of idle (scaled to 10 s; from `/proc/<pid>/stat`, 10 ms"
-        " ticks, and from the threads' `schedstat`, in ns).\n")
+        " ticks, and from the threads' `schedstat`, in ns). Idle begins once the server is"
+        " quiet: *busy after* is how long it kept working (over 10 ms per half second) after"
+        " every client had the last probe line.\n")
     add("| target | N | last ms | median client ms | xfloor | RSS MB | processes | threads |"
-        " idle CPU ms / 10 s (stat) | (schedstat) | missed |")
-    add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        " busy after s | idle CPU ms / 10 s (stat) | (schedstat) | missed |")
+    add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for name, label in names:
         fan = _get(results, name, "fanout") or {}
         if "error" in fan or not fan:
-            add(f"| {label} | {fan.get('error', err[name])} ||||||||||")
+            add(f"| {label} | {fan.get('error', err[name])} |||||||||||")
             continue
         for n, r in fan.items():
             missed = r["missing"] + r["failed_connects"] + r["never_followed"]
             add(f"| {label} | {n} | {_fmt(r['last_ms'], 2)} | {_fmt(r['median_client_ms'], 2)} | "
                 f"{_ratio(r['last_ms'], _get(results, FLOOR, 'fanout', n, 'last_ms'))} | "
                 f"{_fmt(r['rss_mb'])} | {r['processes']} | {r['threads']} | "
+                f"{_fmt(r.get('settle_s'))} | "
                 f"{_fmt(r['idle_cpu_ms'])} | {_fmt(r['idle_cpu_ms_sched'], 2)} | {missed} |")
 
     add(f"\n### Rotation and truncation (median of {plan['rotations']})\n")
@@ -341,9 +344,10 @@ seen one (each is following the file), then measures.
 
 ![Fan-out](img/bench-fanout.png)
 """
-    notes = results.get("notes")
-    if notes:
-        text += "\n## Notes\n\n" + notes + "\n"
+    analysis = Path(__file__).with_name("analysis.md")
+    if analysis.exists():
+        # written by hand after reading a run's figures and profiles
+        text += "\n" + analysis.read_text()
     path = docs / "benchmarks.md"
     path.write_text(text)
     return path
