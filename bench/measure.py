@@ -193,6 +193,9 @@ async def fanout(target: Target, path: Path, counts: list[int], idle: float,
     failed = 0
     try:
         for n in counts:
+            if n > target.max_fanout:
+                results[str(n)] = {"skipped": f"measured up to {target.max_fanout} clients"}
+                continue
             more, bad = await open_streams(target, n - len(streams), LineSink)
             streams += more
             failed += bad

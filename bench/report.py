@@ -61,7 +61,7 @@ def brief(name: str, result: Results) -> str:
         return f"mv {result['rename_ms']} ms, truncate {result['truncate_ms']} ms"
     if name == "fanout":
         return "; ".join(f"N={n}: last {r['last_ms']} ms, {r['rss_mb']} MB, idle "
-                         f"{r['idle_cpu_ms']} ms" for n, r in result.items())
+                         f"{r['idle_cpu_ms']} ms" for n, r in result.items() if "skipped" not in r)
     if name == "capacity":
         return "; ".join(f"{k}: {v['msgs_s']} msg/s, {v['mb_s']} MB/s" for k, v in result.items())
     return ""
@@ -179,6 +179,9 @@ def tables(results: Results) -> str:
             add(f"| {label} | {fan.get('error', err[name])} |||||||||||")
             continue
         for n, r in fan.items():
+            if "skipped" in r:
+                add(f"| {label} | {n} | not run: {r['skipped']} ||||||||||")
+                continue
             missed = r["missing"] + r["failed_connects"] + r["never_followed"]
             add(f"| {label} | {n} | {_fmt(r['last_ms'], 2)} | {_fmt(r['median_client_ms'], 2)} | "
                 f"{_ratio(r['last_ms'], _get(results, FLOOR, 'fanout', n, 'last_ms'))} | "
@@ -275,10 +278,10 @@ def plots(results: Results, img: Path) -> list[Path]:
         fan = _get(results, name, "fanout") or {}
         if not fan or "error" in fan:
             continue
-        ns = [int(n) for n in fan]
-        last = [fan[n]["last_ms"] for n in fan]
-        left.plot(ns, last, marker="o", label=label)
-        right.plot(ns, [fan[n]["rss_mb"] for n in fan], marker="o", label=label)
+        levels = [n for n in fan if "skipped" not in fan[n] and fan[n]["last_ms"] is not None]
+        ns = [int(n) for n in levels]
+        left.plot(ns, [fan[n]["last_ms"] for n in levels], marker="o", label=label)
+        right.plot(ns, [fan[n]["rss_mb"] for n in levels], marker="o", label=label)
     for ax, title, unit in ((left, "one line: the last client has it", "ms"),
                             (right, "server RSS, summed over its processes", "MB")):
         ax.set_xscale("log")
@@ -321,7 +324,7 @@ to the asyncio floor of that run.
 
 The targets:
 
-- **floor: tail -F | pipe**: `tail -n0 -F FILE` into a pipe read by the client, one
+- **floor: tail -F into a pipe**: `tail -n0 -F FILE` into a pipe read by the client, one
   `tail` per client, no network;
 - **floor: asyncio + inotify** (`bench/floor_server.py`): the `websockets` package and
   one raw inotify watch; one read of the new bytes, broadcast to every client;
