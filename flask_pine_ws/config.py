@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "PINE_WS_SAFETY_INTERVAL": 30.0,
     # watch_file: directories a watched path must resolve into (None: any).
     "PINE_WS_WATCH_ROOTS": None,
+    # watch_file: watchers caught up with a file share one reader thread and
+    # one frame per append (the broadcast hub); False: each reads for itself.
+    "PINE_WS_BROADCAST": True,
 }
 
 #: A ``check_origin`` callable: ``(origin, request) -> bool``.

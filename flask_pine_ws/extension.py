@@ -112,6 +112,7 @@ class FlaskPineWS:
     ``PINE_WS_POLL_INTERVAL``      ``1.0`` seconds between polls
     ``PINE_WS_SAFETY_INTERVAL``    ``30.0`` seconds between safety checks
     ``PINE_WS_WATCH_ROOTS``        ``None``: directories watch_file may read
+    ``PINE_WS_BROADCAST``          ``True``: one read and frame per append for all
     ============================== ===========================================
     """
 

@@ -201,6 +201,26 @@ class FileFollower:
         """``"<dev>:<ino>"`` of the file being read, or ``None``."""
         return None if self._ident is None else f"{self._ident[0]}:{self._ident[1]}"
 
+    def skip_to(self, offset: int) -> None:
+        """Go on from ``offset`` of the open file: someone else delivered the bytes before it.
+
+        The broadcast hub (:mod:`.broadcast`) sends a parked watcher's bytes
+        for it; when the watcher reads on its own again, it starts where the
+        hub stopped. Only forward, in the same file, with no carried UTF-8
+        sequence (a watcher parks only then).
+
+        :raises ValueError: no file is open, a sequence is carried, or
+            ``offset`` is behind the current one.
+        """
+        if self._fd is None or self._carry or offset < self._offset:
+            raise ValueError(f"cannot skip from {self._offset} to {offset}")
+        if offset == self._offset:
+            return
+        self._offset = offset
+        # The rewrite check compares the bytes before the offset: take them
+        # at the new one (as start() does).
+        self._sig = self._pread(min(offset, _SIG_BYTES), offset - min(offset, _SIG_BYTES))
+
     def close(self) -> None:
         """Close the open file, if any. Idempotent."""
         if self._fd is not None:

@@ -9,7 +9,11 @@ itself and watches no directory itself.
 One watcher blocks one thread and waits on one :class:`threading.Event`, set
 by the watch table (the file may have changed) and by the connection (a
 message came, the peer left, the server closed it with 1001): no polling per
-connection, and a client that leaves is noticed at once.
+connection, and a client that leaves is noticed at once. A watcher caught up
+with the file parks on its :mod:`.broadcast` hub: the table then signals the
+hub, whose one thread reads and frames each append once for every parked
+watcher, and hands a watcher back to its own thread when its socket cannot
+take a frame at once (``PINE_WS_BROADCAST``).
 
 Two wire formats:
 
@@ -42,6 +46,7 @@ from collections.abc import Sequence
 
 from flask import current_app, has_app_context
 
+from .broadcast import Member
 from .config import setting
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -112,18 +117,25 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         conn.close(1008, REFUSED_REASON)
         return
     framed = conn.subprotocol == FRAMED_SUBPROTOCOL
+    chunk_bytes = int(setting("PINE_WS_CHUNK_BYTES"))
     follower = FileFollower(
-        target, binary=binary or framed,
-        chunk_bytes=int(setting("PINE_WS_CHUNK_BYTES")),
+        target, binary=binary or framed, chunk_bytes=chunk_bytes,
         backlog_bytes=int(setting("PINE_WS_BACKLOG_BYTES")),
         guard=None if roots is None else (lambda real: _inside(real, roots)))
-    wake = threading.Event()
+    # Caught up, the watcher parks on the file's broadcast hub, which reads
+    # and frames each append once for all its members (see .broadcast).
+    member = (Member(conn, target, "bytes" if binary or framed else "text", chunk_bytes)
+              if setting("PINE_WS_BROADCAST") else None)
+    wake = threading.Event() if member is None else member.event
+    listener = wake.set if member is None else member.wake
     table = WatchTable.current()
     sub = None
-    conn.add_listener(wake.set)
+    conn.add_listener(listener)
     try:
         # Subscribe before opening: a change between the two is not missed.
         sub = table.subscribe(target, wake)
+        if member is not None:
+            member.sub = sub
         opened = follower.start(offset=offset, lines=lines, file_id=file_id)
         if framed:
             conn.send_json({"event": "open", "file": opened.file_id, "offset": opened.offset,
@@ -137,6 +149,11 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         while True:
             wake.clear()
             _drain_inbound(conn)
+            if member is not None:
+                if member.stays_parked():
+                    wake.wait(bound)  # the hub sends; only the connection wakes us
+                    continue
+                member.unpark(follower)  # from where the hub stopped for us
             if sub.needs_refresh or follower.position is None:
                 table.refresh(sub)
             for item in follower.read():
@@ -151,6 +168,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
                 elif isinstance(item, Waiting):
                     conn.send_json({"event": "waiting"})
             sub.known = follower.position
+            if member is not None:
+                member.park(follower)
             wake.wait(bound)
     except PathRefused:
         conn.close(1008, REFUSED_REASON)
@@ -166,9 +185,11 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         logger.warning("watch_file: cannot read %s: %s", target, exc)
         conn.close(1011, unreadable_reason(exc))
     finally:
+        if member is not None:
+            member.leave()
         if sub is not None:
             table.unsubscribe(sub)
-        conn.remove_listener(wake.set)
+        conn.remove_listener(listener)
         follower.close()
 
 

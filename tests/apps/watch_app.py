@@ -7,7 +7,8 @@ app must never let a client do (the viewer serves only files the app names).
   ``watch_file`` with those options; offers the ``pine.watch.v1`` subprotocol.
   With ``tag``, the connection's ``viewed_bytes`` is recorded when it ends.
 - ``/conn-watch?path=...&offset=``: the same through ``Conn.watch_file``.
-- ``/stats``: the process's watch table, threads, live connections, viewed bytes.
+- ``/stats``: the process's watch table, threads, live connections, viewed bytes,
+  watchers parked on broadcast hubs and the hubs.
 
 ``PINE_WS_*`` settings come from the environment (JSON values).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from flask import Flask
 
-from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, watch_file
+from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, broadcast, watch_file
 from flask_pine_ws import shutdown as pine_shutdown
 from flask_pine_ws.watchtable import WatchTable
 
@@ -68,6 +69,8 @@ def create_app() -> Flask:
             "threads": sorted(t.name for t in threading.enumerate()),
             "live": pine_shutdown.live_count(),
             "viewed": viewed,
+            "parked": broadcast.parked_count(),
+            "hubs": broadcast.stats(),
         }
 
     return app

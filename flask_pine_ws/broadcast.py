@@ -1,0 +1,407 @@
+"""The broadcast hub: one read and one frame for every watcher caught up with a file.
+
+Without it, one append to a file that 1,000 clients follow wakes 1,000
+watcher threads, and each reads the same bytes, encodes its own frame and
+sends it: the threads queue for the GIL, and the last client waits about a
+second. This module owns the shortcut, and nothing else: how a watcher reads
+on its own stays in :mod:`.watch` and :mod:`.follower`.
+
+- A :class:`Hub` per followed path and payload kind (``"bytes"`` for binary
+  and framed watchers, ``"text"`` for text ones) and message size, in a
+  registry of the process.
+- A watcher that is caught up (its follower at the end of the file, no UTF-8
+  sequence carried) *parks* on the hub: it succeeds only at the hub's
+  position (``st_dev``, ``st_ino``, offset), or on a hub without members,
+  which takes the watcher's position. Else the watcher keeps reading on its
+  own and tries again after its next read: once the file is idle, every
+  watcher is at its end, and they all park.
+- A parked watcher's thread still waits on its own event, but the watch
+  table no longer wakes it: its :class:`Member` forwards the table's signals
+  to the hub. Its connection still wakes it (a message, the peer leaving,
+  the shutdown), and so does a change of directory it must handle itself.
+- The hub has one thread, alive while it has members. It reads the new bytes
+  once, with a :class:`~.follower.FileFollower` of its own (same chunks, same
+  UTF-8 rules), builds each frame once, and writes it to every member's
+  socket without ever blocking (:meth:`.Conn.try_send_frame`). A member that
+  cannot take the frame at once (its connection busy with another send, its
+  socket buffer full, closed) is *unparked*: its thread wakes, writes the
+  rest of a frame the socket took in part, and reads on its own from the
+  offset after what reached its socket, until it can park again. Fast
+  members are never held back by a slow one.
+- Anything but bytes (a rotation, a truncation, the path gone, an error)
+  unparks everyone: each watcher handles it itself, with its framed notices,
+  and the hub starts again wherever its next member parks.
+
+Bounded: no queue per member (the file is the buffer), at most the rest of
+one frame kept per socket, a thread per hub only while it has members.
+
+Compression: the hub's frames are never compressed, also to connections that
+negotiated permessage-deflate. RFC 7692 lets a sender send any message
+uncompressed (RSV1 clear), and the frame goes to the socket past wsproto, so
+its compressor (the context a later compressed message builds on) is
+untouched: wsproto's ``PerMessageDeflate.frame_outbound`` is the only place
+that feeds it, and clients read a frame with RSV1 clear as plain data. So
+live lines reach compressed clients uncompressed (small lines gain little
+from it); what a watcher sends on its own (the backlog, catching up) is
+still compressed. One frame for all is what makes the fan-out cheap:
+compressing for each member with its own context costs a ``zlib`` call per
+member per line, on the one hub thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .follower import Chunk, FileFollower
+
+if TYPE_CHECKING:
+    from .conn import Conn
+    from .watchtable import Subscription
+
+logger = logging.getLogger(__name__)
+
+#: WebSocket opcodes (RFC 6455 5.2) of the payload kinds.
+_OPCODES = {"text": 0x1, "bytes": 0x2}
+
+#: Seconds a hub thread waits with no signal before it looks again (a hang guard only).
+_IDLE_WAIT = 60.0
+
+HubKey = tuple[str, str, int]
+
+
+def server_frame(kind: str, payload: bytes) -> bytes:
+    """One whole, unmasked data frame as a server sends it (RFC 6455 5.2).
+
+    FIN set, RSV bits clear (not compressed), opcode text or binary, and the
+    payload length in 7 bits, 16 bits (126) or 64 bits (127).
+    """
+    first = 0x80 | _OPCODES[kind]
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
+
+
+class _Waker(threading.Event):
+    """A watcher's event: while it is parked, the watch table's signals go to its hub."""
+
+    def __init__(self, member: Member) -> None:
+        super().__init__()
+        self._member = member
+
+    def set(self) -> None:
+        # Called by the watch table (observer, ticker, refresh): signal only.
+        member = self._member
+        hub = member.hub
+        sub = member.sub
+        if hub is not None and not (sub is not None and sub.needs_refresh):
+            hub.signal()
+            return
+        super().set()
+
+    def wake(self) -> None:
+        """Wake the watcher, parked or not (its connection's listener, its hub)."""
+        super().set()
+
+
+class Member:
+    """One watcher, as a hub sees it: its connection, its event, where it is.
+
+    :param conn: the watcher's connection.
+    :param path: the absolute path followed.
+    :param kind: ``"bytes"`` or ``"text"``: what its messages carry.
+    :param chunk_bytes: its largest message (``PINE_WS_CHUNK_BYTES``).
+    """
+
+    def __init__(self, conn: Conn, path: str, kind: str, chunk_bytes: int) -> None:
+        if kind not in _OPCODES:
+            raise ValueError(f"kind must be 'text' or 'bytes', not {kind!r}")
+        self.conn = conn
+        self.key: HubKey = (path, kind, chunk_bytes)
+        #: The watcher waits on it; give it to :meth:`.WatchTable.subscribe`.
+        self.event = _Waker(self)
+        #: The watch-table subscription (set once subscribed).
+        self.sub: Subscription | None = None
+        #: The hub it is parked on (changed under that hub's lock).
+        self.hub: Hub | None = None
+        #: Where to go on reading, once unparked: the offset after what the
+        #: hub committed to its socket (set under the hub's lock).
+        self._resume_at: int | None = None
+
+    def wake(self) -> None:
+        """The connection's listener: wakes the watcher even while parked."""
+        self.event.wake()
+
+    @property
+    def parked(self) -> bool:
+        return self.hub is not None
+
+    def stays_parked(self) -> bool:
+        """Parked, and nothing for the watcher to do itself (its directory changed: it must)."""
+        return self.hub is not None and not (self.sub is not None and self.sub.needs_refresh)
+
+    def park(self, follower: FileFollower) -> bool:
+        """Park on the hub of this path if the watcher is caught up and at the hub's position.
+
+        Call after a read that went to the end of the file.
+
+        :returns: whether it parked; if not, the watcher reads on its own.
+        """
+        position = follower.position
+        if (self.hub is not None or position is None or follower.delivered != position[2]
+                or not self.conn.shares_frames or not self.conn.connected):
+            return False
+        for _ in range(3):  # a hub that stopped in between is replaced
+            hub = _hub_for(self.key)
+            parked = hub.try_park(self, position[:3])
+            if parked is not None:
+                if not parked:
+                    _discard_if_idle(hub)
+                return parked
+        return False
+
+    def unpark(self, follower: FileFollower) -> None:
+        """Leave the hub if still on it, and go on from where it stopped for this watcher.
+
+        Writes the rest of a frame its socket took in part (bounded by the
+        send timeout).
+
+        :raises ConnectionClosed: the connection is gone.
+        """
+        hub = self.hub
+        if hub is not None:
+            hub.leave(self)
+        at, self._resume_at = self._resume_at, None
+        if at is not None:
+            follower.skip_to(at)
+        self.conn.flush()
+
+    def leave(self) -> None:
+        """Leave the hub, if parked (the watcher ends)."""
+        hub = self.hub
+        if hub is not None:
+            hub.leave(self)
+
+
+class Hub:
+    """The watchers parked at the end of one file, and the thread that reads it for them.
+
+    Made and found by :meth:`Member.park`; not used directly.
+    """
+
+    def __init__(self, key: HubKey) -> None:
+        self.key = key
+        self._lock = threading.Lock()
+        self._signal = threading.Event()
+        self._members: dict[Member, None] = {}  # insertion-ordered set
+        self._follower: FileFollower | None = None
+        self._ident: tuple[int, int] | None = None
+        self._offset = 0  # the file's bytes before it are delivered to every member
+        self._generation = 0  # a new follower: a read in progress belongs to the old one
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        #: Counts for the stats: frames written, members unparked.
+        self.frames = 0
+        self.unparked = 0
+
+    def signal(self) -> None:
+        """The file may have changed (forwarded by a parked member's event)."""
+        self._signal.set()
+
+    def try_park(self, member: Member, position: tuple[int, int, int]) -> bool | None:
+        """Add ``member``, at ``position`` ``(st_dev, st_ino, offset)``, if it is the hub's.
+
+        :returns: ``True`` parked, ``False`` not at the hub's position,
+            ``None`` the hub has stopped (ask the registry again).
+        """
+        with self._lock:
+            if self._stopped:
+                return None
+            ident, offset = position[:2], position[2]
+            if not self._members and (self._ident != ident or self._offset != offset):
+                if not self._restart(ident, offset):
+                    return False
+            elif self._ident != ident or self._offset != offset:
+                return False
+            member._resume_at = None
+            member.hub = self
+            self._members[member] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pine-ws-hub",
+                                                daemon=True)
+                self._thread.start()
+        # The file may have grown since the member read it to the end: its
+        # own event took that signal, not the hub's. Look once.
+        self._signal.set()
+        return True
+
+    def leave(self, member: Member) -> None:
+        """Take ``member`` off; it goes on from the hub's offset. No-op if not parked here."""
+        with self._lock:
+            if member in self._members:
+                del self._members[member]
+                self._unparked(member, self._offset, wake=False)
+            if not self._members:
+                self._signal.set()  # the thread ends
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"path": self.key[0], "kind": self.key[1], "parked": len(self._members),
+                    "offset": self._offset, "frames": self.frames, "unparked": self.unparked}
+
+    # -- inside the lock -----------------------------------------------------
+
+    def _restart(self, ident: tuple[int, int], offset: int) -> bool:
+        """Follow the file anew from ``offset``, if the path still names file ``ident``."""
+        self._close_follower()
+        path, kind, chunk_bytes = self.key
+        follower = FileFollower(path, binary=kind == "bytes", chunk_bytes=chunk_bytes)
+        try:
+            follower.start(offset=offset)
+        except OSError:
+            follower.close()
+            return False
+        position = follower.position
+        if position is None or position[:3] != (*ident, offset):
+            # Another file is at the path now (or it shrank): the member will
+            # see it on its own read; no hub on a file it does not read.
+            follower.close()
+            return False
+        self._follower, self._ident, self._offset = follower, ident, offset
+        self._generation += 1
+        return True
+
+    def _close_follower(self) -> None:
+        if self._follower is not None:
+            self._follower.close()
+        self._follower, self._ident = None, None
+
+    def _unparked(self, member: Member, at: int, *, wake: bool = True) -> None:
+        member._resume_at = at
+        member.hub = None
+        self.unparked += 1
+        if wake:
+            member.event.wake()
+
+    def _unpark_all(self) -> None:
+        for member in self._members:
+            self._unparked(member, self._offset)
+        self._members.clear()
+        self._close_follower()
+
+    # -- the hub's thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._signal.wait(_IDLE_WAIT)
+                self._signal.clear()
+                with _registry_lock, self._lock:
+                    if not self._members:
+                        self._stop()
+                        return
+                self._round()
+        except BaseException:
+            logger.exception("broadcast hub for %s failed; its watchers read on their own",
+                             self.key[0])
+            with _registry_lock, self._lock:
+                self._unpark_all()
+                self._stop()
+
+    def _stop(self) -> None:
+        """Both locks held: no member can park here any more."""
+        self._stopped = True
+        self._close_follower()
+        if _hubs.get(self.key) is self:
+            del _hubs[self.key]
+
+    def _round(self) -> None:
+        """Read what the file has now, one chunk at a time, and send each to every member."""
+        items = None
+        generation = -1
+        while True:
+            with self._lock:
+                follower = self._follower
+                if not self._members or follower is None:
+                    return
+                if items is None or generation != self._generation:
+                    items, generation = follower.read(), self._generation
+                try:
+                    item = next(items)
+                except StopIteration:
+                    known = follower.position
+                    for member in self._members:
+                        if member.sub is not None:
+                            member.sub.known = known  # the safety check sees them current
+                    return
+                except OSError:
+                    # The path cannot be read now: each watcher finds out
+                    # for itself and tells its client.
+                    self._unpark_all()
+                    return
+                if isinstance(item, Chunk):
+                    self._deliver(item)
+                else:
+                    # Rotated or Waiting: every watcher handles it itself
+                    # (with its framed notice); the hub starts again when
+                    # they park at their new position.
+                    self._unpark_all()
+                    return
+
+    def _deliver(self, chunk: Chunk) -> None:
+        data = chunk.data
+        frame = server_frame(self.key[1], data.encode() if isinstance(data, str) else data)
+        before = self._offset
+        self._offset += chunk.nbytes
+        self.frames += 1
+        dropped: list[tuple[Member, int]] = []
+        for member in self._members:
+            taken = member.conn.try_send_frame(frame)
+            if taken:
+                member.conn.add_viewed_bytes(chunk.nbytes)
+                if taken < len(frame):
+                    dropped.append((member, self._offset))  # its thread writes the rest
+            else:
+                dropped.append((member, before))  # not sent: it reads this chunk itself
+        for member, at in dropped:
+            del self._members[member]
+            self._unparked(member, at)
+
+
+_hubs: dict[HubKey, Hub] = {}
+#: Taken before a hub's lock, never after.
+_registry_lock = threading.Lock()
+
+
+def _hub_for(key: HubKey) -> Hub:
+    with _registry_lock:
+        hub = _hubs.get(key)
+        if hub is None:
+            hub = _hubs[key] = Hub(key)
+        return hub
+
+
+def _discard_if_idle(hub: Hub) -> None:
+    """Forget a hub that never got a member (no thread was started for it)."""
+    with _registry_lock, hub._lock:
+        if not hub._members and hub._thread is None and not hub._stopped:
+            hub._stop()
+
+
+def stats() -> list[dict[str, Any]]:
+    """The process's hubs, for tests and debugging: path, kind, parked members, counts."""
+    with _registry_lock:
+        hubs = list(_hubs.values())
+    return [hub.stats() for hub in hubs]
+
+
+def parked_count() -> int:
+    """How many watchers of this process are parked on a hub now."""
+    return sum(int(s["parked"]) for s in stats())
