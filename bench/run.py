@@ -61,9 +61,8 @@ class Plan:
 
 
 PLANS = {
-    "full": Plan("full", [t.name for t in targets.ALL]),
-    "quick": Plan("quick", [t.name for t in targets.ALL if t is not targets.PineShared],
-                  duration=2.0, burst_bytes=5_000_000,
+    "full": Plan("full", [t.name for t in targets.DEFAULT]),
+    "quick": Plan("quick", [t.name for t in targets.DEFAULT], duration=2.0, burst_bytes=5_000_000,
                   burst_timeout=20.0, fanout=[1, 100], idle=2.0, rotations=2,
                   filesize_duration=1.0, capacity_messages=20_000, capacity_mb=20),
     "smoke": Plan("smoke", ["asyncio", "pine"], duration=2.0, burst_bytes=2_000_000,

@@ -239,3 +239,5 @@ class PineShared(Pine):
 
 ALL: list[type[Target]] = [TailFloor, AsyncioFloor, Websocketd, Frontail, PineOff, PineDeflate,
                            PineShared]
+#: What a run measures unless told (``--targets``): the prototype only on demand.
+DEFAULT = [t for t in ALL if t is not PineShared]
