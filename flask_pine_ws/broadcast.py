@@ -134,6 +134,9 @@ class Member:
         #: Where to go on reading, once unparked: the offset after what the
         #: hub committed to its socket (set under the hub's lock).
         self._resume_at: int | None = None
+        #: The hub that was behind it when it tried to park: it wakes the
+        #: watcher on reaching its offset, to try again.
+        self._ahead_of: Hub | None = None
 
     def wake(self) -> None:
         """The connection's listener: wakes the watcher even while parked."""
@@ -185,9 +188,9 @@ class Member:
 
     def leave(self) -> None:
         """Leave the hub, if parked (the watcher ends)."""
-        hub = self.hub
-        if hub is not None:
-            hub.leave(self)
+        for hub in (self.hub, self._ahead_of):
+            if hub is not None:
+                hub.leave(self)
 
 
 class Hub:
@@ -201,13 +204,18 @@ class Hub:
         self._lock = threading.Lock()
         self._signal = threading.Event()
         self._members: dict[Member, None] = {}  # insertion-ordered set
+        # Watchers that could not park because the hub was behind them in
+        # the same file, and the offset they wait at. Without a wake-up when
+        # the hub gets there, they would try again only on the next change
+        # of the file, which may never come: the file is idle.
+        self._ahead: dict[Member, int] = {}
         self._follower: FileFollower | None = None
         self._ident: tuple[int, int] | None = None
         self._offset = 0  # the file's bytes before it are delivered to every member
         self._generation = 0  # a new follower: a read in progress belongs to the old one
         self._stopped = False
         self._thread: threading.Thread | None = None
-        #: Counts for the stats: frames written, members unparked.
+        #: Counts for the stats: frames built, members handed back to their thread.
         self.frames = 0
         self.unparked = 0
 
@@ -229,11 +237,17 @@ class Hub:
                 if not self._restart(ident, offset):
                     return False
             elif self._ident != ident or self._offset != offset:
+                if self._ident == ident and self._offset < offset:
+                    self._ahead[member] = offset
+                    member._ahead_of = self
                 return False
+            if self._ahead.pop(member, None) is not None:
+                member._ahead_of = None
             member._resume_at = None
             member.hub = self
             self._members[member] = None
             if self._thread is None:
+                _count("hubs_started")
                 self._thread = threading.Thread(target=self._run, name="pine-ws-hub",
                                                 daemon=True)
                 self._thread.start()
@@ -245,6 +259,8 @@ class Hub:
     def leave(self, member: Member) -> None:
         """Take ``member`` off; it goes on from the hub's offset. No-op if not parked here."""
         with self._lock:
+            if self._ahead.pop(member, None) is not None:
+                member._ahead_of = None
             if member in self._members:
                 del self._members[member]
                 self._unparked(member, self._offset, wake=False)
@@ -286,8 +302,9 @@ class Hub:
     def _unparked(self, member: Member, at: int, *, wake: bool = True) -> None:
         member._resume_at = at
         member.hub = None
-        self.unparked += 1
-        if wake:
+        if wake:  # handed back by the hub (not leaving by itself)
+            self.unparked += 1
+            _count("unparked")
             member.event.wake()
 
     def _unpark_all(self) -> None:
@@ -295,6 +312,15 @@ class Hub:
             self._unparked(member, self._offset)
         self._members.clear()
         self._close_follower()
+        self._wake_ahead(everyone=True)
+
+    def _wake_ahead(self, *, everyone: bool = False) -> None:
+        """Wake the watchers waiting for the hub to reach their offset (or all of them)."""
+        for member, at in list(self._ahead.items()):
+            if everyone or at <= self._offset:
+                del self._ahead[member]
+                member._ahead_of = None
+                member.event.wake()
 
     # -- the hub's thread ----------------------------------------------------
 
@@ -319,6 +345,7 @@ class Hub:
         """Both locks held: no member can park here any more."""
         self._stopped = True
         self._close_follower()
+        self._wake_ahead(everyone=True)  # to park on the next hub
         if _hubs.get(self.key) is self:
             del _hubs[self.key]
 
@@ -336,6 +363,7 @@ class Hub:
                 try:
                     item = next(items)
                 except StopIteration:
+                    self._wake_ahead()
                     known = follower.position
                     for member in self._members:
                         if member.sub is not None:
@@ -361,6 +389,7 @@ class Hub:
         before = self._offset
         self._offset += chunk.nbytes
         self.frames += 1
+        _count("frames")
         dropped: list[tuple[Member, int]] = []
         for member in self._members:
             taken = member.conn.try_send_frame(frame)
@@ -395,13 +424,30 @@ def _discard_if_idle(hub: Hub) -> None:
             hub._stop()
 
 
-def stats() -> list[dict[str, Any]]:
-    """The process's hubs, for tests and debugging: path, kind, parked members, counts."""
+#: Totals of the process since it started, for the stats (hubs come and go).
+_totals = {"frames": 0, "unparked": 0, "hubs_started": 0}
+_totals_lock = threading.Lock()
+
+
+def _count(name: str) -> None:
+    with _totals_lock:
+        _totals[name] += 1
+
+
+def stats() -> dict[str, Any]:
+    """The process's hubs and totals, for tests and debugging.
+
+    ``parked``: watchers parked now; ``hubs``: each hub's path, kind, parked
+    members, offset and counts; ``frames`` (built), ``unparked`` (members
+    handed back to their thread), ``hubs_started``: totals since the start.
+    """
     with _registry_lock:
-        hubs = list(_hubs.values())
-    return [hub.stats() for hub in hubs]
+        hubs = [hub.stats() for hub in _hubs.values()]
+    with _totals_lock:
+        totals = dict(_totals)
+    return {"parked": sum(int(h["parked"]) for h in hubs), "hubs": hubs, **totals}
 
 
 def parked_count() -> int:
     """How many watchers of this process are parked on a hub now."""
-    return sum(int(s["parked"]) for s in stats())
+    return int(stats()["parked"])

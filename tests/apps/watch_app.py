@@ -70,7 +70,7 @@ def create_app() -> Flask:
             "live": pine_shutdown.live_count(),
             "viewed": viewed,
             "parked": broadcast.parked_count(),
-            "hubs": broadcast.stats(),
+            "broadcast": broadcast.stats(),
         }
 
     return app
