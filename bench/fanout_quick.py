@@ -12,7 +12,10 @@ hub when the line was written.
 
 Run from the repository root (about a minute)::
 
-    python bench/fanout_quick.py [--clients 100 500 1000] [--appends 7]
+    python bench/fanout_quick.py [--clients 100 500 1000] [--appends 7] [--no-broadcast]
+
+``--no-broadcast`` sets ``PINE_WS_BROADCAST`` off: every watcher reads and
+sends for itself, as before the broadcast hub.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--appends", type=int, default=7)
+    parser.add_argument("--no-broadcast", action="store_true",
+                        help="PINE_WS_BROADCAST off: each watcher reads for itself")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket per client
@@ -98,7 +103,8 @@ def main() -> None:
         argv = gunicorn_argv("watch_app:app", threads=top + 50,
                              extra=["--worker-connections", str(2 * top + 100),
                                     "--backlog", "2048"])
-        srv = Server(argv, {}, Path(tmp) / "srv.log")
+        env = {"PINE_WS_BROADCAST": "false"} if args.no_broadcast else {}
+        srv = Server(argv, env, Path(tmp) / "srv.log")
         try:
             for compression in (False, True):
                 for count in args.clients:
