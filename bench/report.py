@@ -314,8 +314,8 @@ flask-pine-ws against the floor (what no server can beat) and its peers, every
 target in the same run on the same machine; each figure is shown with its ratio
 to the asyncio floor of that run.
 
-- Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`.
-  How to run it: [bench/README.md](../bench/README.md).
+- Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`;
+  how to run it: `bench/README.md`.
 - Date: {m['date']}; flask-pine-ws at `{m['flask_pine_ws']}`.
 - Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']},
   shared with other work while it ran; `fs.inotify.max_user_instances` =
@@ -337,9 +337,12 @@ The targets:
   plus 50), `watch_file(path, conn, lines=0)`, compression off, then on
   (permessage-deflate); pings off in every target.
 
-The client is one asyncio process (`websockets`), which offers permessage-deflate
-as a browser does. Each test first appends probe lines until every client has
+The client is one asyncio process on the `websockets` package's sans-I/O
+protocol (a callback per message), which offers permessage-deflate as a browser
+does. Each test first appends probe lines until every client has
 seen one (each is following the file), then measures.
+
+## Results
 
 {tables(results)}
 ## Plots
