@@ -304,11 +304,7 @@ def write_docs(results: Results, docs: Path) -> Path:
     plots(results, docs / "img")
     m = results["machine"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-    text = f"""---
-orphan: true
----
-
-# Benchmarks
+    text = f"""# Benchmarks
 
 flask-pine-ws against the floor (what no server can beat) and its peers, every
 target in the same run on the same machine; each figure is shown with its ratio
