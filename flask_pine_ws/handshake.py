@@ -9,6 +9,7 @@ every route open to cross-site WebSocket hijacking.
 
 from __future__ import annotations
 
+import base64
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
@@ -63,13 +64,24 @@ def refusal(request: Request, config: Config) -> Response | None:
         response = _text(426, "Unsupported WebSocket version: this server speaks version 13.")
         response.headers["Sec-WebSocket-Version"] = "13"
         return response
-    if not headers.get("Sec-WebSocket-Key", "").strip():
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    if not key:
         return _text(400, "The WebSocket handshake lacks its Sec-WebSocket-Key header.")
+    if not _valid_key(key):
+        # RFC 6455 4.2.1: base64 of 16 random bytes; gorilla refuses others too.
+        return _text(400, "The Sec-WebSocket-Key header is not base64 of 16 bytes.")
     origin = headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request, config):
         return _text(403, f"Origin {origin!r} may not open a WebSocket here "
                           "(cross-origin request refused).")
     return None
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(key) == 24 and len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def _text(status: int, message: str) -> Response:

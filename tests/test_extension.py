@@ -244,3 +244,11 @@ def test_several_apps_in_one_process_keep_their_own_settings(server) -> None:
     with pytest.raises(InvalidStatus) as info:  # /after is not on the other extension's app
         connect(f"{srv.ws_url}/c/after")
     assert info.value.response.status_code == 404
+
+
+@pytest.mark.parametrize("key", ["not base64 !!", "c2hvcnQ=", "dGhlIHNhbXBsZSBub25jZQ"])
+def test_malformed_key_gets_400(server, key: str) -> None:
+    srv = server()
+    answer = wsraw.handshake(srv.port, "/echo", {"Sec-WebSocket-Key": key})
+    assert answer.status == 400
+    assert b"base64 of 16 bytes" in answer.body

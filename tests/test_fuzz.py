@@ -207,7 +207,8 @@ BROKEN_HANDSHAKES: list[tuple[str, dict[str, str], set[int]]] = [
     ("bad version", {"Sec-WebSocket-Version": "8"}, {426}),
     ("no upgrade", {"Upgrade": ""}, {400}),
     ("connection keep-alive", {"Connection": "keep-alive"}, {400}),
-    ("bad key", {"Sec-WebSocket-Key": "not base64 !!"}, {101, 400}),
+    ("bad key", {"Sec-WebSocket-Key": "not base64 !!"}, {400}),
+    ("short key", {"Sec-WebSocket-Key": "c2hvcnQ="}, {400}),
     ("bad extensions", {"Sec-WebSocket-Extensions": "permessage-deflate; "
                         "client_max_window_bits=99; ;;==,"}, {101, 400}),
     ("bad protocols", {"Sec-WebSocket-Protocol": ",,,  , ;="}, {101, 400}),
