@@ -16,9 +16,13 @@ on its own stays in :mod:`.watch` and :mod:`.follower`.
   own and tries again after its next read: once the file is idle, every
   watcher is at its end, and they all park.
 - A parked watcher's thread still waits on its own event, but the watch
-  table no longer wakes it: its :class:`Member` forwards the table's signals
-  to the hub. Its connection still wakes it (a message, the peer leaving,
-  the shutdown), and so does a change of directory it must handle itself.
+  table no longer wakes it: parking relays its subscription to the hub's
+  signal (:meth:`.WatchTable.relay`), so that one change of the file costs
+  the table one call of that signal for all the parked watchers, and none
+  of theirs (it used to call each parked watcher's event, which forwarded
+  to the hub: 1,000 calls per append on the observer thread). Its
+  connection still wakes it (a message, the peer leaving, the shutdown),
+  and so does a change of directory it must handle itself.
 - The hub has one thread, alive while it has members. It reads the new bytes
   once, with a :class:`~.follower.FileFollower` of its own (same chunks, same
   UTF-8 rules), builds each frame once, and writes it to every member's
@@ -27,7 +31,9 @@ on its own stays in :mod:`.watch` and :mod:`.follower`.
   socket buffer full, closed) is *unparked*: its thread wakes, writes the
   rest of a frame the socket took in part, and reads on its own from the
   offset after what reached its socket, until it can park again. Fast
-  members are never held back by a slow one.
+  members are never held back by a slow one. The send loop does only that
+  per member: one non-blocking write (which also counts the viewed bytes);
+  members handed back are collected and released in one batch after it.
 - Anything but bytes (a rotation, a truncation, the path gone, an error)
   unparks everyone: each watcher handles it itself, with its framed notices,
   and the hub starts again wherever its next member parks.
@@ -53,13 +59,14 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .follower import Chunk, FileFollower
 
 if TYPE_CHECKING:
     from .conn import Conn
-    from .watchtable import Subscription
+    from .watchtable import Subscription, WatchTable
 
 logger = logging.getLogger(__name__)
 
@@ -89,28 +96,6 @@ def server_frame(kind: str, payload: bytes) -> bytes:
     return header + payload
 
 
-class _Waker(threading.Event):
-    """A watcher's event: while it is parked, the watch table's signals go to its hub."""
-
-    def __init__(self, member: Member) -> None:
-        super().__init__()
-        self._member = member
-
-    def set(self) -> None:
-        # Called by the watch table (observer, ticker, refresh): signal only.
-        member = self._member
-        hub = member.hub
-        sub = member.sub
-        if hub is not None and not (sub is not None and sub.needs_refresh):
-            hub.signal()
-            return
-        super().set()
-
-    def wake(self) -> None:
-        """Wake the watcher, parked or not (its connection's listener, its hub)."""
-        super().set()
-
-
 class Member:
     """One watcher, as a hub sees it: its connection, its event, where it is.
 
@@ -126,7 +111,8 @@ class Member:
         self.conn = conn
         self.key: HubKey = (path, kind, chunk_bytes)
         #: The watcher waits on it; give it to :meth:`.WatchTable.subscribe`.
-        self.event = _Waker(self)
+        #: While parked, the table does not set it (it signals the hub).
+        self.event = threading.Event()
         #: The watch-table subscription (set once subscribed).
         self.sub: Subscription | None = None
         #: The hub it is parked on (changed under that hub's lock).
@@ -140,7 +126,7 @@ class Member:
 
     def wake(self) -> None:
         """The connection's listener: wakes the watcher even while parked."""
-        self.event.wake()
+        self.event.set()
 
     @property
     def parked(self) -> bool:
@@ -203,7 +189,11 @@ class Hub:
         self.key = key
         self._lock = threading.Lock()
         self._signal = threading.Event()
-        self._members: dict[Member, None] = {}  # insertion-ordered set
+        #: What the watch table calls for the parked members (one stable object).
+        self._relay = self._signal.set
+        #: The parked members (insertion-ordered), each with its connection's
+        #: ``try_send_frame``, bound once for the send loop.
+        self._members: dict[Member, Callable[[bytes, int], int]] = {}
         # Watchers that could not park because the hub was behind them in
         # the same file, and the offset they wait at. Without a wake-up when
         # the hub gets there, they would try again only on the next change
@@ -245,7 +235,11 @@ class Hub:
                 member._ahead_of = None
             member._resume_at = None
             member.hub = self
-            self._members[member] = None
+            self._members[member] = member.conn.try_send_frame
+            # From now on the table signals the hub, not the watcher; before
+            # the signal below, so that no change falls in between.
+            if member.sub is not None:
+                member.sub.table.relay((member.sub,), self._relay)
             if self._thread is None:
                 _count("hubs_started")
                 self._thread = threading.Thread(target=self._run, name="pine-ws-hub",
@@ -263,7 +257,7 @@ class Hub:
                 member._ahead_of = None
             if member in self._members:
                 del self._members[member]
-                self._unparked(member, self._offset, wake=False)
+                self._hand_back([(member, self._offset)], wake=False)
             if not self._members:
                 self._signal.set()  # the thread ends
 
@@ -299,17 +293,28 @@ class Hub:
             self._follower.close()
         self._follower, self._ident = None, None
 
-    def _unparked(self, member: Member, at: int, *, wake: bool = True) -> None:
-        member._resume_at = at
-        member.hub = None
+    def _hand_back(self, members: list[tuple[Member, int]], *, wake: bool = True) -> None:
+        """Unpark ``members`` (off :attr:`_members` already), each to go on at its offset.
+
+        Their subscriptions signal them again before they are woken (one
+        batch per table), so that no change of the file goes unheard.
+        """
+        relayed: dict[WatchTable, list[Subscription]] = {}
+        for member, at in members:
+            member._resume_at = at
+            member.hub = None
+            if member.sub is not None:
+                relayed.setdefault(member.sub.table, []).append(member.sub)
+        for table, subs in relayed.items():
+            table.relay(subs, None)
         if wake:  # handed back by the hub (not leaving by itself)
-            self.unparked += 1
-            _count("unparked")
-            member.event.wake()
+            self.unparked += len(members)
+            _count("unparked", len(members))
+            for member, _ in members:
+                member.event.set()
 
     def _unpark_all(self) -> None:
-        for member in self._members:
-            self._unparked(member, self._offset)
+        self._hand_back([(member, self._offset) for member in self._members])
         self._members.clear()
         self._close_follower()
         self._wake_ahead(everyone=True)
@@ -320,7 +325,7 @@ class Hub:
             if everyone or at <= self._offset:
                 del self._ahead[member]
                 member._ahead_of = None
-                member.event.wake()
+                member.event.set()
 
     # -- the hub's thread ----------------------------------------------------
 
@@ -366,8 +371,9 @@ class Hub:
                     self._wake_ahead()
                     known = follower.position
                     for member in self._members:
-                        if member.sub is not None:
-                            member.sub.known = known  # the safety check sees them current
+                        sub = member.sub
+                        if sub is not None:
+                            sub.known = known  # the safety check sees them current
                     return
                 except OSError:
                     # The path cannot be read now: each watcher finds out
@@ -386,22 +392,27 @@ class Hub:
     def _deliver(self, chunk: Chunk) -> None:
         data = chunk.data
         frame = server_frame(self.key[1], data.encode() if isinstance(data, str) else data)
+        size = len(frame)
+        nbytes = chunk.nbytes
         before = self._offset
-        self._offset += chunk.nbytes
+        after = self._offset = before + nbytes
         self.frames += 1
         _count("frames")
-        dropped: list[tuple[Member, int]] = []
-        for member in self._members:
-            taken = member.conn.try_send_frame(frame)
-            if taken:
-                member.conn.add_viewed_bytes(chunk.nbytes)
-                if taken < len(frame):
-                    dropped.append((member, self._offset))  # its thread writes the rest
-            else:
-                dropped.append((member, before))  # not sent: it reads this chunk itself
-        for member, at in dropped:
-            del self._members[member]
-            self._unparked(member, at)
+        # The hot loop: one call per member, nothing else when the socket
+        # takes the whole frame (the common case).
+        dropped: list[tuple[Member, int]] | None = None
+        for member, send in self._members.items():
+            taken = send(frame, nbytes)
+            if taken != size:
+                if dropped is None:
+                    dropped = []
+                # In part: its thread writes the rest, and goes on after the
+                # chunk. Not at all: it reads this chunk itself.
+                dropped.append((member, after if taken else before))
+        if dropped is not None:
+            for member, _ in dropped:
+                del self._members[member]
+            self._hand_back(dropped)
 
 
 _hubs: dict[HubKey, Hub] = {}
@@ -429,9 +440,9 @@ _totals = {"frames": 0, "unparked": 0, "hubs_started": 0}
 _totals_lock = threading.Lock()
 
 
-def _count(name: str) -> None:
+def _count(name: str, n: int = 1) -> None:
     with _totals_lock:
-        _totals[name] += 1
+        _totals[name] += n
 
 
 def stats() -> dict[str, Any]:

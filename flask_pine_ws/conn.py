@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 #: Close codes an endpoint may send (RFC 6455 section 7.4, IANA registry).
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 
+#: Flags of a write that must not wait (0 where there is none: such sockets never try).
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+_OPEN = ConnectionState.OPEN
+
 #: What simple-websocket or the socket may raise once the peer is gone.
 _GONE = (OSError, LocalProtocolError, simple_websocket.ConnectionClosed)
 
@@ -73,6 +78,8 @@ class GuardedSocket:
         # in part (at most one frame): every later write sends it first, so
         # frames never interleave.
         self._pending = b""
+        # Bound once: the broadcast hub calls it for every member on every line.
+        self._raw_send = sock.send
 
     @property
     def can_try_send(self) -> bool:
@@ -119,9 +126,15 @@ class GuardedSocket:
                 self._pending = self._pending[self._send_now(self._pending):]
                 if self._pending:
                     return 0
-            sent = self._send_now(frame)
+            # The common case in one call: the whole frame fits the socket's
+            # buffer (no memoryview, no loop).
+            try:
+                sent: int = self._raw_send(frame, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return 0
             if 0 < sent < len(frame):
-                self._pending = frame[sent:]
+                rest = frame[sent:]
+                self._pending = rest[self._send_now(rest):]
             return sent
         finally:
             self._lock.release()
@@ -136,7 +149,7 @@ class GuardedSocket:
         total = 0
         while total < len(view):
             try:
-                sent = self._sock.send(view[total:], socket.MSG_DONTWAIT)
+                sent = self._raw_send(view[total:], _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             if not sent:
@@ -416,7 +429,7 @@ class Conn:
         """Whether :meth:`try_send_frame` can write here (not over SSL: no write can be tried)."""
         return self._sock.can_try_send
 
-    def try_send_frame(self, frame: bytes) -> int:
+    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int:
         """Write one ready-made, whole frame without ever blocking (:mod:`.broadcast`).
 
         The frame goes straight to the socket, past the library: it must be a
@@ -426,21 +439,28 @@ class Conn:
         frame written in part is committed: the socket keeps its rest and
         writes it before anything else (see :meth:`flush`).
 
+        :param viewed: file bytes the frame carries, added to
+            :attr:`viewed_bytes` once taken (saves the hub a call per member).
         :returns: the bytes of ``frame`` taken (0: none; the frame is not sent).
         """
-        if not self._lock.acquire(blocking=False):
+        lock = self._lock
+        if not lock.acquire(blocking=False):
             return 0
         try:
-            if (not self._ws.connected or self._local_close is not None
-                    or self._ws.ws.state is not ConnectionState.OPEN):
+            ws = self._ws
+            if (not ws.connected or self._local_close is not None
+                    or ws.ws.state is not _OPEN):
                 return 0
             try:
-                return self._sock.try_send(frame)
+                taken = self._sock.try_send(frame)
             except _GONE:
                 self._gone()
                 return 0
+            if taken:
+                self._viewed_bytes += viewed
+            return taken
         finally:
-            self._lock.release()
+            lock.release()
 
     def flush(self) -> None:
         """Write the rest of a frame :meth:`try_send_frame` wrote in part (bounded in time).

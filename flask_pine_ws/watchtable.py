@@ -22,9 +22,23 @@ Kernel and library facts this module is built around (see ``LIBRARIES.md``):
 - Every watch uses the same ``event_filter``: two filters on one directory of
   one inotify instance overwrite each other's kernel mask. The filter leaves
   out open/close-without-write events, which the watchers' own reads cause.
+- One handler per watch, dispatching per *path*: the subscribers of one
+  watched directory are grouped by the name they follow, so a file event
+  costs one dictionary lookup and one call per interested party, not one
+  handler call per subscriber (watchdog calls every handler of a watch for
+  every event: with a handler per subscriber, one append to a file that
+  1,000 clients follow cost 1,000 calls on the observer thread, under the
+  GIL, before the first byte was read).
+- A subscriber can be *relayed* (:meth:`WatchTable.relay`): while a watcher
+  is parked on a :mod:`.broadcast` hub, the table signals the hub instead of
+  the watcher, once per event for all the subscribers relayed to it, and
+  never calls the parked watchers at all. Only what a watcher must handle
+  itself (its directory removed, moved, or appearing) still wakes it.
 - Handlers run on the observer's thread under its lock: they only set events
   (never I/O, never this table's lock, so scheduling under our lock cannot
-  deadlock against a dispatch).
+  deadlock against a dispatch). They read the groups without a lock: what
+  they read is rebuilt, never changed in place (copy on write, under the
+  table's lock), so a dispatch sees either the old or the new state.
 - A directory that does not exist cannot be watched: its nearest existing
   ancestor is watched instead, and the subscriber moves down as the
   directories appear (``mkdir -p`` while a watcher waits). A watched directory
@@ -36,7 +50,9 @@ Kernel and library facts this module is built around (see ``LIBRARIES.md``):
 - The same thread makes a rare safety check (``PINE_WS_SAFETY_INTERVAL``) of
   every path: a full kernel queue drops events with only a log line, so it
   wakes the watchers whose file differs from what they have read. It wakes
-  only those: an idle watcher costs nothing but that stat.
+  only those, and stats each path once per check (or poll), whatever the
+  number of its subscribers: 1,000 idle watchers of one file cost one
+  ``stat`` and 1,000 tuple comparisons.
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from watchdog.events import (
@@ -108,61 +125,141 @@ class Subscription:
         and safety checks wake it only when the file differs.
     :ivar needs_refresh: the watched directory changed (created, removed):
         the watcher should call :meth:`WatchTable.refresh`.
+    :ivar relay: while set, what the table calls instead of setting
+        :attr:`event` for a change of the file (see :meth:`WatchTable.relay`).
     """
 
-    def __init__(self, path: str, event: threading.Event) -> None:
+    def __init__(self, path: str, event: threading.Event, table: WatchTable) -> None:
         self.path = path
         self.event = event
+        self.table = table
         self.known: tuple[int, int, int, int] | None = None
         self.needs_refresh = False
+        self.relay: Callable[[], None] | None = None
         self.watch: _Watch | None = None
+        #: Its group in :attr:`watch` (the subscribers of the same wake path).
+        self.group: _Group | None = None
         #: The path whose events concern this subscriber: the file itself when
         #: its directory is watched, else the next directory down from the
         #: watched ancestor.
         self.wake_path = ""
         self.direct = False
-        self.handler = _Signal(self)
+
+    def poke(self) -> None:
+        """The file may have changed: signal the relay, or the watcher itself."""
+        relay = self.relay
+        if relay is not None and not self.needs_refresh:
+            relay()
+        else:
+            self.event.set()
+
+    def move(self) -> None:
+        """The watcher must refresh (its directory changed): wake it, relayed or not."""
+        self.needs_refresh = True
+        self.event.set()
 
     def __repr__(self) -> str:
         return f"<Subscription {self.path!r}>"
 
 
-class _Signal(FileSystemEventHandler):
-    """A subscriber's handler: sets its event for events of its path. Signals only."""
+class _Group:
+    """The subscribers of one wake path in one watch, and what an event of that path calls.
 
-    def __init__(self, sub: Subscription) -> None:
-        self.sub = sub
+    ``members``, ``targets`` and ``movers`` are rebuilt (under the table's
+    lock), never changed in place: the observer thread reads them without a
+    lock.
+    """
+
+    def __init__(self, wake_path: str) -> None:
+        self.wake_path = wake_path
+        self.members: tuple[Subscription, ...] = ()
+        #: What an event of the path calls, each once: the events of the
+        #: subscribers following that very file and not relayed, and each
+        #: relay once, for all the subscribers relayed to it.
+        self.targets: tuple[Callable[[], None], ...] = ()
+        #: The subscribers for which the path is a missing directory on the
+        #: way to their file: an event means it appeared, and they must move.
+        self.movers: tuple[Subscription, ...] = ()
+
+    def rebuild(self) -> None:
+        targets: dict[Callable[[], None], None] = {}
+        for sub in self.members:
+            if sub.direct:
+                targets[sub.event.set if sub.relay is None else sub.relay] = None
+        self.targets = tuple(targets)
+        self.movers = tuple(sub for sub in self.members if not sub.direct)
+
+
+class _Dispatch(FileSystemEventHandler):
+    """A watch's one handler: signals the group of each path an event names. Signals only."""
+
+    def __init__(self, watch: _Watch) -> None:
+        self.watch = watch
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        sub = self.sub
-        watch = sub.watch
+        watch = self.watch
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        if watch is not None and watch.path in (src, dest):
+        groups = watch.groups
+        if watch.path in (src, dest):
             # The watched directory itself was removed or moved: its watch is
-            # dead (watchdog stops it); the subscriber must move.
+            # dead (watchdog stops it); every subscriber must move.
             watch.dead = True
-            sub.needs_refresh = True
-            sub.event.set()
-        elif sub.wake_path in (src, dest):
-            if not sub.direct:
-                sub.needs_refresh = True  # a missing directory on the way appeared
-            sub.event.set()
+            for every in groups.values():
+                for sub in every.members:
+                    sub.move()
+            return
+        for name in (src, dest):
+            group = groups.get(name)
+            if group is None:
+                continue
+            for target in group.targets:
+                target()
+            for sub in group.movers:  # a missing directory on the way appeared
+                sub.move()
 
 
 class _Watch:
-    """One watched directory and its subscribers."""
+    """One watched directory and its subscribers, grouped by wake path."""
 
     def __init__(self, path: str, ident: tuple[int, int]) -> None:
         self.path = path
         self.ident = ident
         self.observed: ObservedWatch | None = None  # None: polled
-        self.subs: set[Subscription] = set()
+        #: wake path -> group; replaced, never changed in place (read by the observer thread).
+        self.groups: dict[str, _Group] = {}
+        self.count = 0  # subscribers, over every group
         self.dead = False
+        self.handler = _Dispatch(self)
 
     @property
     def polled(self) -> bool:
         return self.observed is None
+
+    def subs(self) -> list[Subscription]:
+        return [sub for group in self.groups.values() for sub in group.members]
+
+    def add(self, sub: Subscription) -> None:
+        group = self.groups.get(sub.wake_path)
+        if group is None:
+            group = _Group(sub.wake_path)
+            self.groups = {**self.groups, sub.wake_path: group}
+        group.members = (*group.members, sub)
+        group.rebuild()
+        sub.group = group
+        self.count += 1
+
+    def remove(self, sub: Subscription) -> None:
+        group = sub.group
+        sub.group = None
+        if group is None or sub not in group.members:
+            return
+        group.members = tuple(s for s in group.members if s is not sub)
+        self.count -= 1
+        if group.members:
+            group.rebuild()
+        else:
+            self.groups = {k: g for k, g in self.groups.items() if g is not group}
 
 
 class WatchTable:
@@ -227,7 +324,7 @@ class WatchTable:
 
         :raises PineWSError: inotify refused and ``PINE_WS_POLLING`` is ``False``.
         """
-        sub = Subscription(os.path.abspath(path), event)
+        sub = Subscription(os.path.abspath(path), event, self)
         with self._lock:
             self._subs.add(sub)
         try:
@@ -282,8 +379,28 @@ class WatchTable:
                     continue  # the directory went between stat and watch: look again
             # Anything created before the new watch was in place is not
             # reported by it: let the watcher look once more.
-            sub.event.set()
+            sub.poke()
             return
+
+    def relay(self, subs: Iterable[Subscription], target: Callable[[], None] | None) -> None:
+        """Signal ``target`` instead of each of ``subs``'s events for changes of their files.
+
+        For the :mod:`.broadcast` hub: its parked watchers are relayed to its
+        signal, so that an event costs one call of it, however many they are,
+        and none of theirs. ``None`` ends the relay. What a subscriber must
+        handle itself (a directory created, removed or moved) still sets its
+        own event. Cheap for a batch: each group is rebuilt once.
+        """
+        with self._lock:
+            changed: dict[_Group, None] = {}
+            for sub in subs:
+                if sub.relay is target:
+                    continue
+                sub.relay = target
+                if sub.group is not None:
+                    changed[sub.group] = None
+            for group in changed:
+                group.rebuild()
 
     # -- inside the lock -----------------------------------------------------
 
@@ -296,15 +413,12 @@ class WatchTable:
         sub.wake_path, sub.direct = wake_path, direct
         if watch is None:
             watch = _Watch(dir_path, ident)
-            self._schedule(watch, sub)
+            self._schedule(watch)
             self._watches[dir_path] = watch
-        elif watch.observed is not None:
-            assert self._observer is not None
-            self._observer.add_handler_for_watch(sub.handler, watch.observed)
         sub.watch = watch
-        watch.subs.add(sub)
+        watch.add(sub)
 
-    def _schedule(self, watch: _Watch, sub: Subscription) -> None:
+    def _schedule(self, watch: _Watch) -> None:
         """Watch ``watch.path`` with inotify, or leave it polled (``observed`` None)."""
         if self.polling is True or self._inotify_refused is not None:
             if self.polling is False:
@@ -313,7 +427,7 @@ class WatchTable:
             return
         try:
             observer = self._observer or self._start_observer()
-            watch.observed = observer.schedule(sub.handler, watch.path, recursive=False,
+            watch.observed = observer.schedule(watch.handler, watch.path, recursive=False,
                                                event_filter=EVENT_FILTER)
         except OSError as exc:
             if exc.errno not in _REFUSED:
@@ -347,27 +461,20 @@ class WatchTable:
         if watch is None:
             return
         sub.watch = None
-        watch.subs.discard(sub)
-        if watch.observed is not None and self._observer is not None:
-            if watch.subs:
-                try:
-                    self._observer.remove_handler_for_watch(sub.handler, watch.observed)
-                except KeyError:
-                    pass  # the watch is gone already (unscheduled with its handlers)
-            else:
-                self._unschedule(watch)
-        if not watch.subs and self._watches.get(watch.path) is watch:
-            del self._watches[watch.path]
+        watch.remove(sub)
+        if not watch.count:
+            self._unschedule(watch)
+            if self._watches.get(watch.path) is watch:
+                del self._watches[watch.path]
 
     def _drop_watch(self, watch: _Watch) -> None:
         """Forget a dead watch; its other subscribers are told to move."""
         self._unschedule(watch)
         del self._watches[watch.path]
-        for other in watch.subs:
-            other.watch = None
-            other.needs_refresh = True
-            other.event.set()
-        watch.subs.clear()
+        for other in watch.subs():
+            other.watch = other.group = None
+            other.move()
+        watch.groups, watch.count = {}, 0
 
     def _unschedule(self, watch: _Watch) -> None:
         if watch.observed is not None and self._observer is not None:
@@ -435,27 +542,42 @@ class WatchTable:
         :returns: how many subscribers were woken.
         """
         with self._lock:
-            snapshot = [(w, list(w.subs)) for w in self._watches.values()
+            snapshot = [(w, list(w.groups.values())) for w in self._watches.values()
                         if everything or w.polled]
         woken = 0
-        for watch, subs in snapshot:
+        relays: dict[Callable[[], None], None] = {}
+        for watch, groups in snapshot:
             if watch.dead or _ident(watch.path) != watch.ident:
                 # Removed, replaced or moved away: the kernel watch follows
                 # the old inode, so the subscribers must move.
-                for sub in subs:
-                    sub.needs_refresh = True
-                    sub.event.set()
-                woken += len(subs)
+                for group in groups:
+                    for sub in group.members:
+                        sub.move()
+                        woken += 1
                 continue
-            for sub in subs:
-                if not sub.direct and os.path.exists(sub.wake_path):
-                    # a missing directory appeared (its event lost, or polled)
-                    sub.needs_refresh = True
-                    sub.event.set()
-                    woken += 1
-                elif _lagging(sub):
-                    sub.event.set()
-                    woken += 1
+            for group in groups:
+                # One stat per path, whatever the number of its subscribers
+                # (they usually all name it alike; symlinked directories
+                # may make them differ, each is stat'ed once).
+                found: dict[str, os.stat_result | None] = {}
+                appeared = bool(group.movers) and os.path.exists(group.wake_path)
+                for sub in group.members:
+                    if appeared and not sub.direct:
+                        # a missing directory appeared (its event lost, or polled)
+                        sub.move()
+                        woken += 1
+                        continue
+                    path = sub.path
+                    if path not in found:
+                        found[path] = _stat(path)
+                    if _lagging(sub.known, found[path]):
+                        woken += 1
+                        if sub.relay is not None and not sub.needs_refresh:
+                            relays[sub.relay] = None  # one signal per relay, not per subscriber
+                        else:
+                            sub.event.set()
+        for relay in relays:
+            relay()
         return woken
 
     # -- introspection -------------------------------------------------------
@@ -482,12 +604,15 @@ class WatchTable:
                 "watches": watches,
                 "polled_watches": polled,
                 "subscribers": len(self._subs),
+                # subscribers whose changes go to a relay (a broadcast hub), not to them
+                "relayed": sum(1 for sub in self._subs if sub.relay is not None),
                 "dirs": sorted(self._watches),
                 "ticker": self._ticker is not None,
                 # per subscriber, to tell a lost signal from a stuck watcher
                 "subscriptions": [
                     {"path": sub.path, "known": sub.known, "signalled": sub.event.is_set(),
                      "needs_refresh": sub.needs_refresh, "wake_path": sub.wake_path,
+                     "relayed": sub.relay is not None,
                      "watch": None if sub.watch is None else sub.watch.path,
                      "watch_dead": None if sub.watch is None else sub.watch.dead}
                     for sub in self._subs],
@@ -502,12 +627,16 @@ def _ident(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _lagging(sub: Subscription) -> bool:
-    """Does the path differ from what the subscriber has read (or appear, or vanish)?"""
-    known = sub.known
+def _stat(path: str) -> os.stat_result | None:
     try:
-        st = os.stat(sub.path)
+        return os.stat(path)
     except OSError:
+        return None
+
+
+def _lagging(known: tuple[int, int, int, int] | None, st: os.stat_result | None) -> bool:
+    """Does the path's ``stat`` differ from what a subscriber has read (or appear, or vanish)?"""
+    if st is None:
         return known is not None
     if known is None:
         return True
