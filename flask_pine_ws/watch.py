@@ -51,7 +51,7 @@ from .config import setting
 from .conn import Conn
 from .errors import ConnectionClosed
 from .follower import Chunk, FileFollower, PathRefused, Rotated, Waiting
-from .watchtable import WatchTable
+from .watchtable import Subscription, WatchTable
 
 #: The subprotocol of the framed format (see the module docstring).
 FRAMED_SUBPROTOCOL = "pine.watch.v1"
@@ -122,14 +122,20 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         target, binary=binary or framed, chunk_bytes=chunk_bytes,
         backlog_bytes=int(setting("PINE_WS_BACKLOG_BYTES")),
         guard=None if roots is None else (lambda real: _inside(real, roots)))
+    # A path through a symlink changes where the link points, in another
+    # directory the watch on the path's own directory never hears of: such a
+    # watcher also watches its target (moved when the link is repointed), and
+    # reads on its own, since a hub is woken by the path's directory only.
+    linked = os.path.realpath(target) != target
     # Caught up, the watcher parks on the file's broadcast hub, which reads
     # and frames each append once for all its members (see .broadcast).
     member = (Member(conn, target, "bytes" if binary or framed else "text", chunk_bytes)
-              if setting("PINE_WS_BROADCAST") else None)
+              if setting("PINE_WS_BROADCAST") and not linked else None)
     wake = threading.Event() if member is None else member.event
     listener = wake.set if member is None else member.wake
     table = WatchTable.current()
     sub = None
+    target_sub: Subscription | None = None
     conn.add_listener(listener)
     try:
         # Subscribe before opening: a change between the two is not missed.
@@ -156,6 +162,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
                 member.unpark(follower)  # from where the hub stopped for us
             if sub.needs_refresh or follower.position is None:
                 table.refresh(sub)
+            if linked:
+                target_sub = _follow_link_target(table, target_sub, target, wake)
             for item in follower.read():
                 if isinstance(item, Chunk):
                     conn.send(item.data)
@@ -168,6 +176,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
                 elif isinstance(item, Waiting):
                     conn.send_json({"event": "waiting"})
             sub.known = follower.position
+            if target_sub is not None:
+                target_sub.known = follower.position
             if member is not None:
                 member.park(follower)
             wake.wait(bound)
@@ -189,8 +199,21 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
             member.leave()
         if sub is not None:
             table.unsubscribe(sub)
+        if target_sub is not None:
+            table.unsubscribe(target_sub)
         conn.remove_listener(listener)
         follower.close()
+
+
+def _follow_link_target(table: WatchTable, current: Subscription | None, path: str,
+                        wake: threading.Event) -> Subscription | None:
+    """Keep a subscription on where ``path``'s symlinks lead now (None: nowhere else)."""
+    real = os.path.realpath(path)
+    if current is not None and current.path == real:
+        return current
+    if current is not None:
+        table.unsubscribe(current)
+    return None if real == path else table.subscribe(real, wake)
 
 
 def unreadable_reason(exc: OSError) -> str:

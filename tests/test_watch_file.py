@@ -632,3 +632,36 @@ def test_framed_resume_with_offset_and_file_id(server: ServerFactory, tmp_path: 
             {"event": "open", "file": fid, "offset": 0, "size": 22},
             {"event": "rotated", "how": "truncated", "file": fid, "offset": 0},
             log.read_bytes()]
+
+
+def test_symlink_to_a_file_in_another_directory_is_followed_at_once(
+        server: ServerFactory, tmp_path: Path) -> None:
+    """Appends to a link's target elsewhere arrive at once, not at the next safety check.
+
+    A log reached through a symlink (``/var/log/app.log -> /data/app/current.log``)
+    changes in the target's directory, which a watch on the link's directory
+    never hears of: the watcher watches the target's directory too, and moves
+    that watch when the link is pointed elsewhere.
+    """
+    srv = server(APP, env={"PINE_WS_SAFETY_INTERVAL": "600"})  # no rescue by the safety check
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    for d in (a, b, c):
+        d.mkdir()
+    (b / "real.log").write_text("one\n")
+    link = a / "app.log"
+    link.symlink_to(b / "real.log")
+    with open_ws(srv, path=str(link)) as ws:
+        assert recv_text_until(ws, "one\n") == "one\n"
+        time.sleep(1.0)  # idle: a watcher caught up waits for an event, nothing else
+        append(b / "real.log", "two\n")
+        assert recv_text_until(ws, "two\n", timeout=10) == "two\n"
+        # the link pointed at a file in a third directory: a rotation by the link
+        (c / "next.log").write_text("three\n")
+        (a / "tmp").symlink_to(c / "next.log")
+        os.replace(a / "tmp", link)
+        assert recv_text_until(ws, "three\n", timeout=10) == "three\n"
+        time.sleep(1.0)
+        append(c / "next.log", "four\n")
+        assert recv_text_until(ws, "four\n", timeout=10) == "four\n"
+        append(b / "real.log", "old file, no longer followed\n")
+        assert_silent(ws, 1.0)
