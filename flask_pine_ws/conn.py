@@ -69,6 +69,10 @@ class GuardedSocket:
     def __init__(self, sock: socket.socket, send_timeout: float) -> None:
         self._sock = sock
         self._send_timeout = send_timeout
+        #: The code and reason of a close frame the library sent on its own
+        #: (1009 for a message too big, 1008 for a ping timeout): it records
+        #: neither, so they are read here, on their way to the peer.
+        self.library_close: tuple[int, str] | None = None
         self._lock = threading.Lock()
         # MSG_DONTWAIT makes one call non-blocking without touching the
         # socket's mode, which the reader thread's blocking recv relies on.
@@ -96,6 +100,8 @@ class GuardedSocket:
         return len(data)
 
     def sendall(self, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
+        if data[:1] == b"\x88" and self.library_close is None:
+            self._note_close(bytes(data[:127]))
         with self._lock:
             if not self._nonblocking:
                 self._sock.sendall(data)
@@ -182,6 +188,13 @@ class GuardedSocket:
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
             poller.poll(min(deadline - now, 1.0) * 1000)
+
+    def _note_close(self, frame: bytes) -> None:
+        """Keep the code and reason of a close frame (unmasked, as a server sends it)."""
+        length = frame[1] & 0x7F if len(frame) > 1 else 0
+        if length >= 2 and len(frame) >= 2 + length:
+            reason = frame[4:2 + length].decode("utf-8", "replace")
+            self.library_close = (int.from_bytes(frame[2:4], "big"), reason)
 
     def abort(self) -> None:
         """Shut the socket down both ways: a blocked ``recv`` returns at once."""
@@ -363,13 +376,19 @@ class Conn:
         if self._local_close is not None:
             return self._local_close[0]
         code = int(self._ws.close_reason)
-        return 1006 if code == 1005 and self._ws.close_message is None else code
+        if code == 1005 and self._ws.close_message is None:
+            # no close frame from the peer: the library's own close, or none (1006)
+            sent = self._sock.library_close
+            return sent[0] if sent is not None else 1006
+        return code
 
     @property
     def close_reason(self) -> str:
         """The close reason once closed, or ``""``."""
         if self._local_close is not None:
             return self._local_close[1]
+        if self._ws.close_message is None and self._sock.library_close is not None:
+            return self._sock.library_close[1]
         return self._ws.close_message or ""
 
     def _closed(self) -> ConnectionClosed:

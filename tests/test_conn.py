@@ -87,8 +87,11 @@ def test_default_max_message_size_is_1_mib_and_the_worker_goes_on(server) -> Non
         ws.send(b"b" * (1024 * 1024 + 1))
         closed = closed_by_server(ws)
         assert closed.rcvd is not None and closed.rcvd.code == 1009
-        # the handler saw the end (it once hung in receive() for ever)
+        # the handler saw the end (it once hung in receive() for ever), with
+        # the code the library sent, not 1006
         wait_until(lambda: events(srv.url, "handler-ended"), timeout=10)
+        ended = events(srv.url, "handler-ended")[0]
+        assert (ended["code"], ended["reason"]) == (1009, "Message is too big")
         bystander.send("still here")
         assert bystander.recv(timeout=10) == "still here"
     with connect(srv.ws_url + "/echo") as ws:  # and new clients are served

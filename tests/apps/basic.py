@@ -36,7 +36,8 @@ def echo(conn: Conn, ctx: Ctx) -> None:
         while True:
             conn.send(conn.receive())  # type: ignore[arg-type]
     finally:
-        record("handler-ended", path=ctx.request.path)
+        record("handler-ended", path=ctx.request.path, code=conn.close_code,
+               reason=conn.close_reason)
 
 
 @pine.new("/ctx/<int:num>/<name>")
