@@ -1,14 +1,17 @@
-"""Small helpers the server tests share: a client, HTTP reads, a server's worker stats."""
+"""Small helpers the server tests share: a client, reads until a size, HTTP reads, waits,
+a server's worker stats, a raised fd limit."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import resource
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from websockets.sync.client import ClientConnection
@@ -26,6 +29,29 @@ def connect(url: str, **options: Any) -> ClientConnection:
     options.setdefault("proxy", None)
     connection: ClientConnection = _connect(url, **_LEGACY, **options)
     return connection
+
+
+def _recv_until(ws: ClientConnection, count: int, kind: type[Any], timeout: float) -> Any:
+    """Messages of type ``kind`` joined until at least ``count`` long, all within ``timeout``."""
+    got = kind()
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        msg = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        assert isinstance(msg, kind), msg
+        got += msg
+    return got
+
+
+def recv_text(ws: ClientConnection, count: int, timeout: float = 60) -> str:
+    """Text messages until at least ``count`` characters arrived (a bytes message fails)."""
+    text: str = _recv_until(ws, count, str, timeout)
+    return text
+
+
+def recv_bytes(ws: ClientConnection, count: int, timeout: float = 60) -> bytes:
+    """Binary messages until at least ``count`` bytes arrived (a text message fails)."""
+    data: bytes = _recv_until(ws, count, bytes, timeout)
+    return data
 
 
 def http_get(url: str, method: str = "GET", timeout: float = 10) -> tuple[int, str, str]:
@@ -70,3 +96,14 @@ def thread_count(pid: int) -> int:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@contextmanager
+def raised_fd_limit() -> Iterator[None]:
+    """This process's fd limit raised to its hard limit (a socket per client), then restored."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from server import Loopback, stop_process
+
 DEPLOYMENT_PAGE = Path(__file__).resolve().parent.parent / "docs" / "deployment.md"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -48,21 +50,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Nginx:
+class Nginx(Loopback):
     """A running nginx; ``port``, ``url``, ``ws_url`` point at it."""
 
     def __init__(self, port: int, proc: subprocess.Popen[bytes], directory: Path) -> None:
         self.port = port
         self.proc = proc
         self.directory = directory
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def error_log(self) -> str:
         path = self.directory / "error.log"
@@ -116,9 +110,4 @@ def nginx_in_front(upstream_port: int, directory: Path, *,
                 time.sleep(0.05)
         yield Nginx(port, proc, directory)
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_process(proc, signal.SIGQUIT, 15)  # SIGQUIT: nginx's graceful shutdown

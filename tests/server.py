@@ -38,7 +38,32 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout
     raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()}")
 
 
-class Server:
+class Loopback:
+    """Something listening on ``127.0.0.1:port``; ``url`` and ``ws_url`` point at it."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Send ``sig`` (the process's graceful stop), then SIGKILL its group after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+class Server(Loopback):
     """One server process; ``url`` and ``ws_url`` point at it."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path, *,
@@ -81,14 +106,6 @@ class Server:
         self._end(timeout)
         self._spawn()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -113,13 +130,7 @@ class Server:
         return self.proc.returncode
 
     def _end(self, timeout: float) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, signal.SIGTERM, timeout)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
         except ProcessLookupError:

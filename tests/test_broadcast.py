@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import signal
 import socket
 import time
@@ -31,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import ServerFactory
+from helpers import raised_fd_limit, recv_bytes, recv_text
 from server import Server
 
 WAIT = 60.0  # generous: a noisy 2-core machine shared with others
@@ -40,13 +40,8 @@ FRAMED = "pine.watch.v1"
 
 @pytest.fixture(autouse=True)
 def many_files() -> Iterator[None]:
-    """Raise this process's fd limit to its hard limit (a socket per client)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
+    with raised_fd_limit():
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def stats(srv: Server) -> dict[str, Any]:
@@ -111,26 +106,6 @@ def open_sync(srv: Server, *, framed: bool = False, compression: bool = False,
                    subprotocols=[FRAMED] if framed else None,  # type: ignore[list-item]
                    compression="deflate" if compression else None, sock=sock,
                    max_queue=max_queue)
-
-
-def recv_bytes(ws: ClientConnection, count: int) -> bytes:
-    got = bytearray()
-    deadline = time.monotonic() + WAIT
-    while len(got) < count:
-        msg = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        assert isinstance(msg, bytes), msg
-        got += msg
-    return bytes(got)
-
-
-def recv_text(ws: ClientConnection, count: int) -> str:
-    got = ""
-    deadline = time.monotonic() + WAIT
-    while len(got) < count:
-        msg = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        assert isinstance(msg, str), msg
-        got += msg
-    return got
 
 
 def recv_framed(ws: ClientConnection, count: int) -> list[Any]:

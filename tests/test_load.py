@@ -20,7 +20,6 @@ import json
 import os
 import random
 import re
-import resource
 import socket
 import struct
 import time
@@ -32,7 +31,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import ServerFactory
-from helpers import http_get
+from helpers import http_get, raised_fd_limit
 from server import Server
 
 SUB = ["pine.watch.v1"]
@@ -40,13 +39,8 @@ SUB = ["pine.watch.v1"]
 
 @pytest.fixture(autouse=True)
 def many_files() -> Iterator[None]:
-    """Raise this process's fd limit to its hard limit (a socket per client)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    try:
+    with raised_fd_limit():
         yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def start(server: ServerFactory, files: dict[str, Path], *, threads: int,

@@ -25,7 +25,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+import helpers
 from conftest import ServerFactory
+from helpers import recv_text
 from server import Server
 
 WAIT = 30.0  # generous: a noisy 2-core machine shared with others (browsers, builds)
@@ -63,25 +65,11 @@ def wait_subs(srv: Server, count: int = 1) -> None:
 
 def recv_text_until(ws: ClientConnection, want: str, timeout: float = WAIT) -> str:
     """Receive text messages until their concatenation is at least ``want`` long."""
-    got = ""
-    deadline = time.monotonic() + timeout
-    while len(got) < len(want):
-        msg = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        assert isinstance(msg, str)
-        got += msg
-    return got
+    return recv_text(ws, len(want), timeout)
 
 
 def recv_bytes(ws: ClientConnection, count: int, timeout: float = WAIT) -> bytes:
-    parts: list[bytes] = []
-    n = 0
-    deadline = time.monotonic() + timeout
-    while n < count:
-        msg = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        assert isinstance(msg, bytes)
-        parts.append(msg)
-        n += len(msg)
-    return b"".join(parts)
+    return helpers.recv_bytes(ws, count, timeout)
 
 
 def assert_silent(ws: ClientConnection, seconds: float = 0.5) -> None:

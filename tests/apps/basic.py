@@ -17,6 +17,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_pine_ws import Config, Conn, ConnectionClosed, Ctx, FlaskPineWS, InvalidMessage
 
+from common import base_app
+
 pine = FlaskPineWS()
 bp = Blueprint("bp", __name__, url_prefix="/bp")
 errors: list[str] = []
@@ -259,18 +261,10 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def create_app() -> Flask:
-    app = Flask(__name__)
+    app = base_app(__name__, pine)
     if os.environ.get("PINE_TEST_PROXYFIX"):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_host=1, x_proto=1)  # type: ignore[method-assign]
-    for key, value in os.environ.items():
-        if key.startswith("PINE_WS_"):
-            app.config[key] = json.loads(value)
-    pine.init_app(app)
     app.register_blueprint(bp)
-
-    @app.route("/__ready")
-    def ready() -> str:
-        return "ok"
 
     @app.route("/state")
     def state() -> dict[str, object]:

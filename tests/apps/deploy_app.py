@@ -26,12 +26,14 @@ import resource
 import threading
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_pine_ws import Conn, Ctx, FlaskPineWS
 from flask_pine_ws import shutdown as pine_shutdown
 from flask_pine_ws.watchtable import WatchTable
+
+from common import base_app, token_viewer
 
 pine = FlaskPineWS()
 
@@ -61,27 +63,12 @@ def inotify_counts() -> tuple[int, int]:
 
 
 def create_app() -> Flask:
-    app = Flask(__name__)
-    for key, value in os.environ.items():
-        if key.startswith("PINE_WS_"):
-            app.config[key] = json.loads(value)
-    pine.init_app(app)
+    app = base_app(__name__, pine)
     files = json.loads(os.environ.get("PINE_DEPLOY_FILES", "{}"))
     if files:
         app.register_blueprint(pine.viewer(files, lines=None), url_prefix="/logs")
-        secure = pine.viewer(files, name="secure", lines=None)
-
-        @secure.before_request
-        def require_token() -> Response | None:
-            if request.headers.get("X-Token") != "secret":
-                return Response("login required\n", status=401, mimetype="text/plain")
-            return None
-
-        app.register_blueprint(secure, url_prefix="/secure")
-
-    @app.route("/__ready")
-    def ready() -> str:
-        return "ok"
+        app.register_blueprint(token_viewer(pine, files, cookie=False, lines=None),
+                               url_prefix="/secure")
 
     @app.route("/debug/stats")
     def stats() -> dict[str, Any]:

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 
-from flask import Flask, Response, request
+from flask import Flask
 
 from flask_pine_ws import FlaskPineWS
+
+from common import base_app, token_viewer
 
 pine = FlaskPineWS()
 
 
 def create_app() -> Flask:
-    app = Flask(__name__)
-    for key, value in os.environ.items():
-        if key.startswith("PINE_WS_"):
-            app.config[key] = json.loads(value)
-    pine.init_app(app)
+    app = base_app(__name__, pine)
     files = json.loads(os.environ.get("PINE_VIEWER_FILES", "{}"))
     lines_env = os.environ.get("PINE_VIEWER_LINES", "1000")
     lines = None if lines_env == "none" else int(lines_env)
@@ -31,20 +29,8 @@ def create_app() -> Flask:
     app.register_blueprint(pine.viewer(files, lines=lines, max_lines=max_lines),
                            url_prefix="/logs")
 
-    secure = pine.viewer(files, name="secure", lines=lines, max_lines=max_lines)
-
-    @secure.before_request
-    def require_token() -> Response | None:
-        token = request.cookies.get("token") or request.headers.get("X-Token")
-        if token != "secret":
-            return Response("login required\n", status=401, mimetype="text/plain")
-        return None
-
-    app.register_blueprint(secure, url_prefix="/secure")
-
-    @app.route("/__ready")
-    def ready() -> str:
-        return "ok"
+    app.register_blueprint(token_viewer(pine, files, cookie=True, lines=lines, max_lines=max_lines),
+                           url_prefix="/secure")
 
     return app
 

@@ -15,8 +15,6 @@ app must never let a client do (the viewer serves only files the app names).
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from typing import Any
 
@@ -25,6 +23,8 @@ from flask import Flask
 from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, broadcast, watch_file
 from flask_pine_ws import shutdown as pine_shutdown
 from flask_pine_ws.watchtable import WatchTable
+
+from common import base_app
 
 pine = FlaskPineWS()
 viewed: dict[str, int] = {}
@@ -52,15 +52,7 @@ def conn_watch(conn: Conn, ctx: Ctx) -> None:
 
 
 def create_app() -> Flask:
-    app = Flask(__name__)
-    for key, value in os.environ.items():
-        if key.startswith("PINE_WS_"):
-            app.config[key] = json.loads(value)
-    pine.init_app(app)
-
-    @app.route("/__ready")
-    def ready() -> str:
-        return "ok"
+    app = base_app(__name__, pine)
 
     @app.route("/stats")
     def stats() -> dict[str, Any]:
