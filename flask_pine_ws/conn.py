@@ -243,7 +243,9 @@ class _NotifyingEvent(threading.Event):
 
 
 class _Server(simple_websocket.Server):  # type: ignore[misc]  # untyped library
-    """simple-websocket's server, choosing among our subprotocols, with a pong deadline.
+    """simple-websocket's server, with a pong deadline.
+
+    Its subprotocol choice is kept: the client's first that the route allows.
 
     The library's reader thread sets ``pong_received = False`` when it sends a
     ping and drops the peer (1008) if it is still ``False`` at the next ping:
@@ -274,14 +276,6 @@ class _Server(simple_websocket.Server):  # type: ignore[misc]  # untyped library
         elif self._pong_ok:  # the first unanswered ping starts the clock
             self._pong_ok = False
             self._ping_sent = time.monotonic()
-
-    def choose_subprotocol(self, request: Any) -> str | None:
-        # The client's order of preference decides, as the RFC suggests and
-        # gorilla does; the library's default does the same, kept explicit.
-        for proto in request.subprotocols:
-            if proto in self.subprotocols:
-                return str(proto)
-        return None
 
 
 class Conn:
