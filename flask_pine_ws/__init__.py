@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from .config import Config
 from .conn import Conn
-from .errors import ConnectionClosed, InvalidMessage, PineWSError
+from .errors import ChannelError, ConnectionClosed, InvalidMessage, PineWSError
 from .extension import Ctx, FlaskPineWS
 from .watch import watch_file
 
 __all__ = [
+    "ChannelError",
     "Config",
     "Conn",
     "ConnectionClosed",

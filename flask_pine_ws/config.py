@@ -58,6 +58,14 @@ DEFAULTS: dict[str, Any] = {
     # watch_file: watchers caught up with a file share one reader thread and
     # one frame per append (the broadcast hub); False: each reads for itself.
     "PINE_WS_BROADCAST": True,
+    # Channels: None delivers within the process (no dependency); a
+    # redis:// or rediss:// URL shares channels with every process and host
+    # using that Redis (the flask-pine-ws[redis] extra).
+    "PINE_WS_MESSAGE_QUEUE": None,
+    # Channels: bytes of messages one member may have waiting (each counts
+    # its length and 64); past it the member is closed with 1013, so a client
+    # that stops reading never holds the worker's memory or the publisher.
+    "PINE_WS_CHANNEL_QUEUE": 4 * 1024 * 1024,
 }
 
 #: A ``check_origin`` callable: ``(origin, request) -> bool``.

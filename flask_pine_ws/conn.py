@@ -594,6 +594,29 @@ class Conn:
         """Close with 1001 at once, as the server goes away."""
         self._close(1001, "server shutting down", wait=1.0)
 
+    # -- channels ------------------------------------------------------------
+
+    def join(self, channel: str) -> None:
+        """Join ``channel``: receive every message published to it from now on.
+
+        Every message :meth:`FlaskPineWS.publish` sends to ``channel`` after
+        this returns arrives here once, in the order its publisher sent it,
+        from a sender of its own (the publisher never waits for this
+        connection). Joining twice is joining once. The connection leaves
+        every channel when it closes.
+
+        :raises ConnectionClosed: the connection is already closed.
+        """
+        from .channels import join
+
+        join(self, channel)
+
+    def leave(self, channel: str) -> None:
+        """Leave ``channel``; a channel not joined is ignored."""
+        from .channels import leave
+
+        leave(self, channel)
+
     # -- watching ------------------------------------------------------------
 
     def watch_file(self, path: str, **options: Any) -> None:

@@ -29,6 +29,14 @@ class ConnectionClosed(PineWSError):
         super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
 
 
+class ChannelError(PineWSError):
+    """A message could not be published: the message queue (Redis) is unreachable.
+
+    Raised at once by :meth:`FlaskPineWS.publish`, never after a hang; nothing
+    was published.
+    """
+
+
 class InvalidMessage(PineWSError, ValueError):
     """A received message is not what was asked for (bad JSON, say).
 

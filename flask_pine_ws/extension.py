@@ -24,10 +24,10 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Request, Response, current_app, request
+from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
 
-from . import shutdown
+from . import channels, shutdown
 from .config import DEFAULTS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -113,6 +113,10 @@ class FlaskPineWS:
     ``PINE_WS_SAFETY_INTERVAL``    ``30.0`` seconds between safety checks
     ``PINE_WS_WATCH_ROOTS``        ``None``: directories watch_file may read
     ``PINE_WS_BROADCAST``          ``True``: one read and frame per append for all
+    ``PINE_WS_MESSAGE_QUEUE``      ``None``: channels within the process; or a
+                                   ``redis://`` / ``rediss://`` URL
+    ``PINE_WS_CHANNEL_QUEUE``      ``4194304`` bytes a member may have waiting;
+                                   past it: close 1013
     ============================== ===========================================
     """
 
@@ -168,13 +172,36 @@ class FlaskPineWS:
 
         return decorator
 
+    def publish(self, channel: str, message: Any) -> None:
+        """Send ``message`` to every connection that joined ``channel``.
+
+        ``str`` arrives as a text message, ``bytes`` as a binary one, anything
+        else as JSON text. Needs an app context, nothing more: call it in a
+        request, a background thread, a CLI command, or a job in another
+        process (with ``PINE_WS_MESSAGE_QUEUE`` naming the same Redis)::
+
+            with app.app_context():
+                pine.publish("room-1", {"event": "done"})
+
+        Never waits for a member: each has a queue and a sender of its own.
+
+        :raises ChannelError: the message queue (Redis) is unreachable
+            (at once; nothing was published).
+        :raises TypeError: ``message`` cannot be encoded as JSON.
+        :raises RuntimeError: there is no app context.
+        """
+        if not has_app_context():
+            raise RuntimeError("pine.publish needs an app context: call it in a request, "
+                               "or inside `with app.app_context():`")
+        channels.publish(channel, message)
+
     def viewer(self, files: Mapping[str, str | os.PathLike[str]], **options: Any) -> Blueprint:
         """Return a blueprint serving the live log viewer for ``files`` (name -> path).
 
         ::
 
             app.register_blueprint(pine.viewer({"app": "/var/log/app.log"}),
-                                   url_prefix="/logs")
+                                     url_prefix="/logs")
 
         Guard it with the blueprint's ``before_request`` (it runs for the page,
         its static files and the WebSocket handshake). The options are
@@ -222,13 +249,14 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             # closed tab): nothing to serve, and nothing worth a traceback
             # and a 500 written to a dead socket.
             return _SocketTakenOver("gunicorn" if "gunicorn.socket" in request.environ
-                                    else "werkzeug")
+                                      else "werkzeug")
         shutdown.register(conn)
         try:
             _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
-                                    params, request.args), cfg, app)
+                                      params, request.args), cfg, app)
         finally:
             shutdown.unregister(conn)
+            channels.leave_all(conn)
             conn.finish()
         return _SocketTakenOver(conn.mode)
 

@@ -2,11 +2,13 @@
 # Debian packages the test suite needs, installed only when missing:
 #   chromium     the viewer's tests drive the page in real headless Chromium
 #   nginx-light  the deployment tests put a real nginx in front of gunicorn
+#   redis-server the channel tests start a real Redis on a free port
 # Run as root (or with sudo). Nothing is downloaded outside Debian's archive.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
