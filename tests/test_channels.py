@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from redis_server import free_port
 
 from flask_pine_ws import ChannelError, ConnectionClosed, FlaskPineWS
 from flask_pine_ws.channels import local
 from flask_pine_ws.channels.local import Registry
 from flask_pine_ws.channels.message import encode, from_wire, to_wire
-from redis_server import free_port
 
 
 class SocketMember:
@@ -56,7 +56,7 @@ class SocketMember:
         got: list[bytes] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
-            while len(self._buf) >= 4 and len(self._buf) >= 4 + struct.unpack(">I", self._buf[:4])[0]:
+            while len(self._buf) >= 4 + struct.unpack(">I", self._buf[:4].rjust(4, b"\xff"))[0]:
                 size = struct.unpack(">I", self._buf[:4])[0]
                 got.append(self._buf[4:4 + size])
                 self._buf = self._buf[4 + size:]
@@ -182,7 +182,7 @@ def test_the_queue_is_bounded_while_the_member_is_stuck(members: list[SocketMemb
     limit = 100 * 1024
     registry.join(stuck, "room", limit)
     highest = 0
-    member = registry._members[id(stuck)]  # noqa: SLF001 - the queue's own measure
+    member = registry._members[id(stuck)]
     for i in range(2000):
         registry.deliver("room", f"{i}:" + "y" * 500)
         highest = max(highest, member.queued_bytes)
