@@ -8,8 +8,10 @@ It writes ``./demo.log`` (a mix of levels, now and then a traceback, a line
 written in two halves, a non-ASCII character) from a background thread, and
 rotates it by rename (``demo.log`` -> ``demo.log.1``) every few hundred lines,
 as logrotate would. It serves the viewer for it under gunicorn (gthread),
-through the same code as ``flask-pine-ws serve``, and a ``/echo`` WebSocket
-route, the smallest ``pine.new`` handler.
+through the same code as ``flask-pine-ws serve``, a ``/echo`` WebSocket
+route, the smallest ``pine.new`` handler, and a small chat at ``/chat`` on a
+channel (``conn.join`` and ``pine.publish``; within the process by default,
+across workers and hosts with ``PINE_WS_MESSAGE_QUEUE=redis://...``).
 
 Options: ``--host`` / ``HOST`` (default 127.0.0.1), ``--port`` / ``PORT``
 (default 8000), ``--log`` (default ./demo.log), ``--interval`` (seconds
@@ -24,7 +26,7 @@ import random
 import threading
 from datetime import UTC, datetime
 
-from flask import Flask
+from flask import Flask, Response
 
 from flask_pine_ws import Conn, Ctx, FlaskPineWS
 from flask_pine_ws.cli import serve
@@ -104,6 +106,10 @@ def create_app(log_path: str) -> Flask:
     pine = FlaskPineWS(app)
     app.register_blueprint(pine.viewer({"demo.log": log_path}, title="flask-pine-ws demo"))
 
+    queue = os.environ.get("PINE_WS_MESSAGE_QUEUE")
+    if queue:  # redis://host:6379/0: the chat spans every worker and host on it
+        app.config["PINE_WS_MESSAGE_QUEUE"] = queue
+
     @pine.new("/echo")
     def echo(conn: Conn, ctx: Ctx) -> None:
         while True:
@@ -111,7 +117,59 @@ def create_app(log_path: str) -> Flask:
             if message is not None:
                 conn.send(message)
 
+    @app.get("/chat")
+    def chat_page() -> Response:
+        return Response(_CHAT_PAGE, mimetype="text/html")
+
+    @pine.new("/chat/ws/<room>")
+    def chat(conn: Conn, ctx: Ctx) -> None:
+        room = ctx.params["room"]
+        conn.join(room)  # every message published to the room from now on
+        pine.publish(room, {"system": "someone joined"})
+        try:
+            while True:
+                text = conn.receive()
+                if isinstance(text, str) and text.strip():
+                    pine.publish(room, {"text": text[:500]})
+        finally:
+            pine.publish(room, {"system": "someone left"})
+
     return app
+
+
+_CHAT_PAGE = """<!doctype html>
+<meta charset="utf-8"><title>flask-pine-ws chat</title>
+<style>body{font:15px system-ui;margin:2em auto;max-width:40em}#log{border:1px solid #ccc;
+height:20em;overflow:auto;padding:.5em}.system{color:#777;font-style:italic}</style>
+<h1>Chat in room <code id="room"></code></h1>
+<p>Open this page in two tabs. <a href="/">Back to the live log</a></p>
+<div id="log"></div>
+<form id="form"><input id="text" autocomplete="off" size="50" autofocus>
+<button>Send</button></form>
+<script>
+const room = new URLSearchParams(location.search).get("room") || "lobby";
+document.getElementById("room").textContent = room;
+const log = document.getElementById("log");
+const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+const base = location.pathname.replace(/chat$/, "");
+const ws = new WebSocket(scheme + location.host + base + "chat/ws/" + encodeURIComponent(room));
+ws.onmessage = (event) => {
+  const msg = JSON.parse(event.data);
+  const line = document.createElement("div");
+  line.textContent = msg.text ?? msg.system;
+  if (msg.system) line.className = "system";
+  log.append(line);
+  log.scrollTop = log.scrollHeight;
+};
+ws.onclose = (event) => { log.append(`closed (${event.code})`); };
+document.getElementById("form").onsubmit = (event) => {
+  event.preventDefault();
+  const text = document.getElementById("text");
+  if (text.value) ws.send(text.value);
+  text.value = "";
+};
+</script>
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         for url in urls:
             echo = "ws" + url.removeprefix("http") + "echo"
             print(f"Live log viewer: {url}   (WebSocket echo: {echo})", flush=True)
+            print(f"Chat on a channel: {url}chat", flush=True)
         print("Ctrl-C to stop.", flush=True)
 
     try:
