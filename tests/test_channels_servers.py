@@ -166,7 +166,7 @@ def test_redis_restart_mid_stream(server: ServerFactory, redis_server: RedisServ
         async def read_all(n: int) -> None:
             try:
                 while True:
-                    msg = await asyncio.wait_for(members[n].recv(), 20)
+                    msg = await asyncio.wait_for(members[n].recv(), 8)
                     assert isinstance(msg, str)
                     received[n].append(int(msg.split(":")[1]))
             except TimeoutError:

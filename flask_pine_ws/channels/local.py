@@ -8,13 +8,18 @@ with what Redis brings.
 
 Why a queue and a sender per member: a publisher (a request, a job, the Redis
 subscriber) must never wait for one slow client, and one slow client must not
-delay the others. ``deliver`` only appends to each member's queue, under one
+delay the others. ``deliver`` hands each message to each member under one
 lock, so every member sees the messages in the same order and a message
-published after ``join`` returned reaches the member exactly once. The
-member's sender thread writes with ``Conn.send`` (whole frames, safe beside
-the handler's own sends). It exists only while the member has something to
-send: it ends after :data:`IDLE_SECONDS` without work, and starts again with
-the next message, so idle members cost no thread.
+published after ``join`` returned reaches the member exactly once, and never
+waits:
+
+- a member that is keeping up (nothing queued, nothing being sent) gets the
+  message's frame, built once, written straight to its socket without
+  blocking (``Conn.try_send_frame``): no thread, no copy per member;
+- otherwise (the socket is full, the handler is sending, an SSL socket) the
+  message goes to the member's queue, and the member's sender thread writes
+  it with ``Conn.send``. That thread exists only while the member has
+  something to send: it ends after :data:`IDLE_SECONDS` without work.
 
 A member whose queue passes its limit (``PINE_WS_CHANNEL_QUEUE``) is
 dropped from every channel at once, its queue freed, and its connection closed
@@ -29,7 +34,7 @@ from collections import deque
 from typing import Protocol
 
 from ..errors import ConnectionClosed
-from .message import Payload
+from .message import Payload, frame
 
 #: Close code of a member that fell too far behind (RFC 6455: "try again later").
 TOO_SLOW_CODE = 1013
@@ -47,6 +52,17 @@ class Sink(Protocol):
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
+class FrameSink(Sink, Protocol):
+    """A sink that can also take a ready-made frame without blocking (a ``Conn``)."""
+
+    @property
+    def shares_frames(self) -> bool: ...
+
+    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class Member:
     """One connection's membership: its channels, its queue and its sender thread."""
 
@@ -55,7 +71,10 @@ class Member:
         self.channels: set[str] = set()
         self._registry = registry
         self._limit = limit
-        self._queue: deque[Payload] = deque()
+        self._queue: deque[Payload | None] = deque()  # None: flush a frame taken in part
+        self._sending = False  # the sender holds an entry it took from the queue
+        self._frames: FrameSink | None = (
+            sink if getattr(sink, "shares_frames", False) else None)  # type: ignore[assignment]
         self._queued = 0  # bytes, by ENTRY_OVERHEAD + payload length
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
@@ -67,8 +86,10 @@ class Member:
         """What the queue holds now, by the measure of the limit."""
         return self._queued
 
-    def offer(self, payload: Payload) -> bool:
-        """Queue ``payload`` for this member without waiting.
+    def offer(self, payload: Payload, frame: bytes | None = None) -> bool:
+        """Send ``payload`` (whose frame is ``frame``) now if the socket takes it, else queue it.
+
+        Never waits.
 
         :returns: ``False`` when the member is past its limit: it must be
             dropped (the caller holds the registry's lock and does it).
@@ -77,20 +98,36 @@ class Member:
         with self._cond:
             if self._ended:
                 return True
+            if (frame is not None and self._frames is not None and not self._queue
+                    and not self._sending):
+                # Nothing older is waiting or being written: the frame may go
+                # straight to the socket, if it takes it without waiting.
+                try:
+                    taken = self._frames.try_send_frame(frame)
+                except ConnectionClosed:
+                    taken = 0
+                if taken == len(frame):
+                    return True
+                if taken:  # committed; the sender writes the rest
+                    self._enqueue_locked(None, ENTRY_OVERHEAD)
+                    return True
             if self._queue and self._queued + cost > self._limit:
                 self._overflow = (f"too slow: more than {self._limit} bytes of channel "
                                   "messages waiting")
                 self._end_locked()
                 return False
-            self._queue.append(payload)
-            self._queued += cost
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="pine-ws-member",
-                                                daemon=True)
-                self._thread.start()
-            else:
-                self._cond.notify()
+            self._enqueue_locked(payload, cost)
         return True
+
+    def _enqueue_locked(self, entry: Payload | None, cost: int) -> None:
+        self._queue.append(entry)
+        self._queued += cost
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pine-ws-member",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._cond.notify()
 
     def end(self) -> None:
         """Stop delivering: drop what is queued and let the sender thread end."""
@@ -103,27 +140,33 @@ class Member:
         self._queued = 0
         self._cond.notify()
 
-    def _next(self) -> Payload | None:
-        """The next payload to send, or ``None`` when the thread should end."""
+    def _next(self) -> Payload | bool | None:
+        """The next entry to write, or ``False`` when the thread should end."""
         with self._cond:
+            self._sending = False
             while not self._queue and not self._ended:
                 if not self._cond.wait(IDLE_SECONDS) and not self._queue:
                     self._thread = None  # idle: the next offer starts a new one
-                    return None
+                    return False
             if self._ended:
                 self._thread = None
-                return None
-            payload = self._queue.popleft()
-            self._queued -= len(payload) + ENTRY_OVERHEAD
-            return payload
+                return False
+            entry = self._queue.popleft()
+            self._queued -= (0 if entry is None else len(entry)) + ENTRY_OVERHEAD
+            self._sending = True
+            return entry
 
     def _run(self) -> None:
         while True:
-            payload = self._next()
-            if payload is None:
+            entry = self._next()
+            if entry is False:
                 break
             try:
-                self.sink.send(payload)
+                if entry is None:
+                    if self._frames is not None:
+                        self._frames.flush()
+                else:
+                    self.sink.send(entry)  # type: ignore[arg-type]
             except ConnectionClosed:
                 self._registry.drop(self)
                 return
@@ -185,7 +228,8 @@ class Registry:
             if not members:
                 return 0
             total = len(members)
-            behind = [m for m in members if not m.offer(payload)]
+            data = frame(payload)
+            behind = [m for m in members if not m.offer(payload, data)]
             for member in behind:  # past their limit: out of every channel
                 self._drop_locked(member)
             return total - len(behind)

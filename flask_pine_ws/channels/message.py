@@ -13,6 +13,7 @@ the same kind of message without guessing.
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 #: A message as members receive it: ``str`` is sent as text, ``bytes`` as binary.
@@ -52,3 +53,24 @@ def from_wire(data: bytes) -> Payload | None:
     if tag == _BINARY:
         return body
     return None
+
+
+def frame(payload: Payload) -> bytes:
+    """``payload`` as one whole, unmasked, uncompressed server frame (RFC 6455 5.2).
+
+    Built once per message and worker, and written as it is to every member
+    whose socket takes it at once (``Conn.try_send_frame``). Uncompressed
+    frames are valid under permessage-deflate too: compression is per message.
+    """
+    if isinstance(payload, str):
+        first, body = 0x81, payload.encode("utf-8")
+    else:
+        first, body = 0x82, payload
+    n = len(body)
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + body
