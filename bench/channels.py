@@ -13,9 +13,11 @@ are read by the same client code.
 - fan-out: 1,000 members of one room over the 2 workers; one message
   published; time until the last member has it (median of ``--rounds``),
   messages 0.3 s apart, then 3 s apart (after idle);
-- throughput: 10 members of another room; ``--messages`` published as fast as
-  the publisher goes; messages per second until the last member has the last
-  one, every member checked for every message in order (median of 3);
+- throughput: 10 members of another room; ``--messages`` published as fast
+  as ``--publishers`` processes of their own go (4, each its own sequence);
+  messages per second until the last member has the last one, every member
+  checked for every message, once, in each publisher's order (median of 3),
+  beside the publishers' own rate;
 - RSS of the server (arbiter and workers) with the 1,010 members connected.
 
 Run from the repository root (a few minutes; needs redis-server, the
@@ -163,6 +165,7 @@ def publisher(kind: str, redis_url: str) -> tuple[Callable[[str, str], None], Ca
 async def measure(kind: str, srv: Server, redis_url: str,
                   args: argparse.Namespace) -> dict[str, Any]:
     publish, cleanup = publisher(kind, redis_url)
+    publish("warm-up", "-")  # the connection made before the clock starts
     gate = asyncio.Semaphore(64)
     big, small = Room(), Room()
     started = time.monotonic()
@@ -194,23 +197,39 @@ async def measure(kind: str, srv: Server, redis_url: str,
     rates: list[float] = []
     publish_rates: list[float] = []  # the publisher's loop alone: what it could offer
     for r in range(3):
-        texts = [f"tp{r}-{i}" for i in range(args.messages)]
-        done = small.expect(texts[-1])
+        # --publishers processes of their own, as jobs are (the clients' event
+        # loop here does not share their interpreter), each its own sequence
+        each = args.messages // args.publishers
+        sequences = [[f"tp{r}.{p}-{i}" for i in range(each)] for p in range(args.publishers)]
+        done = [small.expect(seq[-1]) for seq in sequences]
         before = [len(m.got) for m in small.members]
-
-        def burst(texts: list[str] = texts) -> None:
-            for text in texts:
-                publish("small", text)
-
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--publisher", kind, redis_url, f"tp{r}.{p}", str(each),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            for p in range(args.publishers)]
+        for proc in procs:
+            assert proc.stdout is not None
+            assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
         t0 = time.perf_counter()
-        await asyncio.to_thread(burst)
-        published = time.perf_counter() - t0
-        await asyncio.wait_for(done.wait(), 300)
-        elapsed = small.last(texts[-1]) - t0
-        publish_rates.append(args.messages / published)
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+        published = max([float((await asyncio.wait_for(proc.stdout.readline(), 300)).strip())
+                         for proc in procs if proc.stdout is not None])
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 60)
+        for event in done:
+            await asyncio.wait_for(event.wait(), 300)
+        elapsed = max(small.last(seq[-1]) for seq in sequences) - t0
+        publish_rates.append(each * args.publishers / published)
         for m, b in zip(small.members, before, strict=True):
-            assert m.got[b:] == texts, f"{kind}: a member missed or reordered messages"
-        rates.append(args.messages / elapsed)
+            got = m.got[b:]
+            assert len(got) == each * args.publishers, f"{kind}: a message missing or twice"
+            for p, seq in enumerate(sequences):
+                mine = [t for t in got if t.startswith(f"tp{r}.{p}-")]
+                assert mine == seq, f"{kind}: a member missed or reordered messages"
+        rates.append(each * args.publishers / elapsed)
         await asyncio.sleep(0.5)
     result["msgs_s"] = [round(x) for x in rates]
     result["msgs_s_median"] = round(statistics.median(rates))
@@ -266,11 +285,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def publisher_process(kind: str, redis_url: str, prefix: str, count: int) -> None:
+    """``--publisher``: publish ``<prefix>-<i>`` to the room ``small`` on ``go``; print seconds."""
+    publish, cleanup = publisher(kind, redis_url)
+    publish("warm-up", "-")  # the connection made before the clock starts
+    texts = [f"{prefix}-{i}" for i in range(count)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = time.perf_counter()
+    for text in texts:
+        publish("small", text)
+    print(time.perf_counter() - t0, flush=True)
+    cleanup()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--publisher"]:
+        kind, url, prefix, count = sys.argv[2:6]
+        publisher_process(kind, url, prefix, int(count))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--targets", default="pine,socketio")
     parser.add_argument("--plot", action="store_true")
     parser.add_argument("--out", type=Path)
@@ -279,7 +317,8 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a socket per member, both ends
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "members": args.members,
-        "messages": args.messages, "rounds": args.rounds, "cpus": os.cpu_count(),
+        "messages": args.messages, "rounds": args.rounds, "publishers": args.publishers,
+        "cpus": os.cpu_count(),
         "targets": {}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
