@@ -1,8 +1,11 @@
 """Channels in one process: the embedded backend's order, bounds and membership.
 
 The members here are real sockets (``socket.socketpair()``) behind the same
-``send``/``close`` a ``Conn`` offers: a reader that stops reading fills the
-socket, and the member's sender blocks on it as it would on a slow client.
+``send``/``close`` a ``Conn`` offers, writing WebSocket frames: a reader that
+stops reading fills the socket, and the member's sender blocks on it as it
+would on a slow client. ``FrameMember`` also takes ready-made frames without
+blocking (``try_send_frame``, keeping the rest of a frame taken in part), as a
+``Conn`` on a plain socket does: both delivery paths end on one wire.
 What clients see over real servers is in ``test_channels_servers.py``.
 """
 
@@ -21,11 +24,29 @@ from redis_server import free_port
 from flask_pine_ws import ChannelError, ConnectionClosed, FlaskPineWS
 from flask_pine_ws.channels import local
 from flask_pine_ws.channels.local import Registry
-from flask_pine_ws.channels.message import encode, from_wire, to_wire
+from flask_pine_ws.channels.message import encode, frame, from_wire, to_wire
+
+
+def _parse(buf: bytes) -> tuple[bytes, int] | None:
+    """The payload of the first whole (unmasked) frame in ``buf`` and its length on the wire."""
+    if len(buf) < 2:
+        return None
+    n, at = buf[1] & 0x7F, 2
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, at = struct.unpack("!H", buf[2:4])[0], 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, at = struct.unpack("!Q", buf[2:10])[0], 10
+    if len(buf) < at + n:
+        return None
+    return buf[at:at + n], at + n
 
 
 class SocketMember:
-    """A member on a real socket pair: messages length-prefixed, read by the test."""
+    """A member on a real socket pair: WebSocket frames, read by the test."""
 
     def __init__(self) -> None:
         self.server, self.client = socket.socketpair()
@@ -41,9 +62,8 @@ class SocketMember:
     def send(self, data: str | bytes) -> None:
         if self.closed is not None:
             raise ConnectionClosed(*self.closed)
-        body = data.encode() if isinstance(data, str) else data
         try:
-            self.server.sendall(struct.pack(">I", len(body)) + body)
+            self.server.sendall(frame(data))
         except OSError:
             raise ConnectionClosed(1006) from None
 
@@ -56,10 +76,9 @@ class SocketMember:
         got: list[bytes] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
-            while len(self._buf) >= 4 + struct.unpack(">I", self._buf[:4].rjust(4, b"\xff"))[0]:
-                size = struct.unpack(">I", self._buf[:4])[0]
-                got.append(self._buf[4:4 + size])
-                self._buf = self._buf[4 + size:]
+            while (parsed := _parse(self._buf)) is not None:
+                got.append(parsed[0])
+                self._buf = self._buf[parsed[1]:]
                 if len(got) == count:
                     return got
             left = deadline - time.monotonic()
@@ -82,6 +101,46 @@ class SocketMember:
         self.client.close()
 
 
+class FrameMember(SocketMember):
+    """A member that also takes whole frames without blocking, as a ``Conn`` does."""
+
+    shares_frames = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending = b""
+        self.direct = 0  # frames written by try_send_frame
+
+    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int:
+        if self.closed is not None or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            if self._pending:
+                return 0
+            try:
+                sent = self.server.send(frame, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return 0
+            self._pending = frame[sent:]
+            self.direct += 1
+            return sent
+        finally:
+            self._lock.release()
+
+    def flush(self) -> None:
+        with self._lock:
+            self.server.sendall(self._pending)
+            self._pending = b""
+
+    def send(self, data: str | bytes) -> None:
+        with self._lock:
+            if self._pending:
+                self.server.sendall(self._pending)
+                self._pending = b""
+            super().send(data)
+
+
 @pytest.fixture
 def members() -> Iterator[list[SocketMember]]:
     made: list[SocketMember] = []
@@ -95,10 +154,11 @@ def _wait_idle(registry: Registry, *sinks: SocketMember) -> None:
         registry.leave_all(sink)
 
 
+@pytest.mark.parametrize("kind", [SocketMember, FrameMember])
 def test_every_member_gets_each_publishers_messages_once_in_order(
-        members: list[SocketMember]) -> None:
+        members: list[SocketMember], kind: type[SocketMember]) -> None:
     registry = Registry()
-    sinks = [SocketMember() for _ in range(5)]
+    sinks = [kind() for _ in range(5)]
     members.extend(sinks)
     for sink in sinks:
         registry.join(sink, "room", 1 << 24)
@@ -118,6 +178,8 @@ def test_every_member_gets_each_publishers_messages_once_in_order(
         assert sink.nothing_more()
     for t in threads:
         t.join()
+    if kind is FrameMember:  # both paths were taken: straight to the socket, and queued
+        assert all(0 < s.direct < publishers * count for s in sinks)  # type: ignore[attr-defined]
     _wait_idle(registry, *sinks)
 
 
@@ -145,11 +207,12 @@ def test_join_leave_and_joining_twice(members: list[SocketMember]) -> None:
     assert registry.channels() == []
 
 
+@pytest.mark.parametrize("kind", [SocketMember, FrameMember])
 def test_a_member_that_never_reads_is_closed_1013_and_blocks_no_one(
-        members: list[SocketMember]) -> None:
+        members: list[SocketMember], kind: type[SocketMember]) -> None:
     registry = Registry()
-    stuck = SocketMember()
-    fast = [SocketMember() for _ in range(2)]
+    stuck = kind()
+    fast = [kind() for _ in range(2)]
     members.extend([stuck, *fast])
     limit = 64 * 1024
     registry.join(stuck, "room", limit)
@@ -166,12 +229,16 @@ def test_a_member_that_never_reads_is_closed_1013_and_blocks_no_one(
     for sink in fast:
         got = sink.read(count)
         assert [g.split(b":")[0] for g in got] == [str(i).encode() for i in range(count)]
-    deadline = time.monotonic() + 10
-    while stuck.closed is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # dropped at once, its queue freed, while its last write still waits for the reader
+    assert registry.members("room") == 2
+    assert registry._members.get(id(stuck)) is None
+    # the reader reads at last: what was in flight, then the 1013 (the close
+    # frame follows the frame being written, never cuts it)
+    stuck.client.settimeout(30)
+    while stuck.client.recv(65536):
+        pass
     assert stuck.closed is not None and stuck.closed[0] == 1013
     assert "too slow" in stuck.closed[1]
-    assert registry.members("room") == 2
     _wait_idle(registry, *fast)
 
 
