@@ -71,14 +71,13 @@ class FileSet(Mapping[str, str]):
         match (``*.log``); named files are served whatever it says.
     """
 
-    #: The viewer keeps this mapping live instead of copying it.
-    live = True
-
     def __init__(self, files: Sequence[str] = (), directories: Sequence[str] = (),
                  glob: str | None = None) -> None:
         self.files = names_for(files)
         self.directories = [os.path.abspath(d) for d in directories]
         self.glob = glob
+        #: With directories, the viewer keeps this mapping live instead of copying it.
+        self.live = bool(self.directories)
         self._lock = threading.Lock()
         self._listed = dict(self.files)
         self._at = -RESCAN_SECONDS

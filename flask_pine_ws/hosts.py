@@ -74,7 +74,7 @@ def host_allowed(host: str, names: Iterable[str]) -> bool:
         return False
     if is_ip(name):
         return True
-    return host_is_trusted(host, list(names))
+    return host_is_trusted(host.strip().lower(), list(names))
 
 
 def guard_hosts(app: Flask, names: Iterable[str]) -> None:
