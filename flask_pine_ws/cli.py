@@ -256,10 +256,9 @@ def serve(app: Flask, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, work
     """
     from gunicorn.app.base import BaseApplication
 
-    listener = None
     if bind is None:
-        listener = listen(host, port)
-        bind = f"fd://{listener.fileno()}"
+        # gunicorn takes the descriptor over (and closes it when it stops).
+        bind = f"fd://{listen(host, port).detach()}"
     scheme = "https" if certfile else "http"
 
     def ready(server: Any) -> None:
@@ -298,11 +297,7 @@ def serve(app: Flask, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, work
         def load(self) -> Flask:
             return app
 
-    try:
-        _Gunicorn().run()
-    finally:
-        if listener is not None:
-            listener.close()
+    _Gunicorn().run()
 
 
 def _is_loopback(host: str) -> bool:

@@ -82,8 +82,10 @@ def serving(tmp_path: Path, *args: str, module: list[str] | None = None) -> Iter
 def test_help_explains_every_option() -> None:
     result = run_cli("serve", "--help")
     assert result.returncode == 0
-    for option in ("FILE", "--host", "--port", "--lines", "--max-lines", "--workers",
-                   "--threads", "--title"):
+    for option in ("PATH", "--host", "--port", "--lines", "--max-lines", "--workers",
+                   "--threads", "--title", "--user", "--password", "--htpasswd",
+                   "--trust-header", "--no-auth", "--certfile", "--keyfile", "--prefix",
+                   "--glob", "--allow-host", "--root", "--version"):
         assert option in result.stdout, option
     assert "127.0.0.1" in result.stdout and "tail -F" in result.stdout
     serve = build_parser().parse_args(["serve", "x"]).command_parser
@@ -95,7 +97,7 @@ def test_help_explains_every_option() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     ([], "required"),
-    (["serve"], "required: FILE"),
+    (["serve"], "required: PATH"),
     (["serve", "x.log", "--port", "70000"], "--port: must be a port from 0 to 65535"),
     (["serve", "x.log", "--port", "http"], "--port: must be a whole number"),
     (["serve", "x.log", "--workers", "0"], "--workers: must be at least 1"),
