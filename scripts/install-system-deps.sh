@@ -2,11 +2,13 @@
 # Debian packages the test suite needs, installed only when missing:
 #   chromium     the viewer's tests drive the page in real headless Chromium
 #   nginx-light  the deployment tests put a real nginx in front of gunicorn
+#   openssl      the command line's TLS tests make a self-signed certificate
 # Run as root (or with sudo). Nothing is downloaded outside Debian's archive.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
