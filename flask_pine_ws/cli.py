@@ -392,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if login is None and not _is_loopback(args.host):
         print(f"flask-pine-ws: listening on {args.host} with --no-auth: anyone who can reach "
               "it can read these files", file=sys.stderr, flush=True)
+    elif login is not None and not login.users and not _is_loopback(args.host):
+        print(f"flask-pine-ws: listening on {args.host} with --trust-header only: anyone who "
+              f"reaches the port directly can send {args.trust_header}; let only the proxy "
+              "reach it", file=sys.stderr, flush=True)
     roots = [os.path.abspath(r) for r in args.root] if args.root else files.roots()
     app = create_app(files, lines=args.lines, max_lines=args.max_lines, title=args.title,
                      prefix=args.prefix, login=login, roots=roots,

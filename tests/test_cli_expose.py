@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -221,16 +222,26 @@ def test_browser_logs_in_with_basic_auth_and_follows_the_file(
     log.write_text("first\n")
     with serving(tmp_path, str(log), "--port", "0", "--user", "ops", "--password", "pw") as srv:
         page, errors = open_page_with_login(browser, srv.url + "/app.log", "ops", "pw")
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))  # type: ignore[attr-defined]
         with log.open("a") as f:
             f.write("second\n")
         wait_until(lambda: page.evaluate(LINES_JS) == ["first", "second"],  # type: ignore[attr-defined]
                    timeout=20, message="the lines")
-        # the socket reconnects after a server-side close, still logged in
-        srv.proc.send_signal(__import__("signal").SIGHUP)  # gunicorn: new workers
+        # the worker stops (its sockets close with 1001) and gunicorn starts another:
+        # the page reconnects, still logged in
+        workers = [int(p) for task in Path(f"/proc/{srv.proc.pid}/task").iterdir()
+                   for p in (task / "children").read_text().split()]
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGTERM)
+        # (evaluate: Playwright's sync API delivers events only while it is called)
+        wait_until(lambda: page.evaluate("1") and sockets,  # type: ignore[attr-defined]
+                   timeout=40, message="the page's new socket")
         with log.open("a") as f:
             f.write("third\n")
         wait_until(lambda: page.evaluate(LINES_JS) == ["first", "second", "third"],  # type: ignore[attr-defined]
                    timeout=40, message="the lines after a reconnect")
+        assert sockets, "the page did not reconnect"  # with the browser's cached login
         assert not errors
         # without credentials the browser gets the 401 and no page
         assert_refused_in_browser(browser, srv.url + "/app.log", "first", password=None)
