@@ -57,6 +57,10 @@ def test_htpasswd_bcrypt_and_sha_entries_as_htpasswd_writes_them(tmp_path: Path)
     assert status_of(login, basic("ann", "hunter2")) == 401
     assert status_of(login, basic("bob", "s3cret")) == 401
     assert status_of(login, basic("carl", "s3cret")) == 401
+    # bcrypt reads 72 bytes of a password, as htpasswd hashed it
+    long = "x" * 100
+    path.write_text(f"ann:{bcrypt_entry(long[:72])}\n")
+    assert status_of(Login(load_htpasswd(path)), basic("ann", long)) == 200
 
 
 @pytest.mark.parametrize(("line", "message"), [
