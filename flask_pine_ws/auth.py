@@ -17,6 +17,13 @@ Why basic auth: a browser asks once, then sends the credentials with every
 request to the same protection space, WebSocket handshakes included, so
 reconnects keep working without a cookie or a login page of our own.
 
+A bcrypt check costs tens to hundreds of milliseconds by design, and a
+page makes several requests (the page, its assets, the socket, the file
+list every few seconds): credentials that were right are remembered for a
+few minutes, keyed by a keyed hash (HMAC with a per-process random key, so
+the table holds no password), in a bounded table. Wrong ones are checked in
+full every time.
+
 Passwords are compared in constant time (``hmac.compare_digest``, bcrypt's
 own ``checkpw``), and an unknown user costs the same work as a known one, so
 timing tells nothing. Repeated failures from one address are slowed down
@@ -33,6 +40,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -179,11 +187,16 @@ class Login:
         directly could send it.
     :param realm: shown by the browser's login dialog.
     :param throttle: the failure bookkeeping; one is made if not given.
+    :param remember: seconds that credentials found right are taken as right
+        without checking their hash again (0: check every request).
     """
+
+    #: At most this many verified credentials are remembered.
+    REMEMBERED = 1024
 
     def __init__(self, users: Mapping[str, Secret] | None = None, *,
                  trust_header: str | None = None, realm: str = "Logs",
-                 throttle: Throttle | None = None) -> None:
+                 throttle: Throttle | None = None, remember: float = 300.0) -> None:
         if not users and not trust_header:
             raise ValueError("a Login needs users, a trust_header, or both")
         if '"' in realm or "\\" in realm:
@@ -196,6 +209,11 @@ class Login:
         # unknown user costs the same work as a wrong password: a bcrypt check
         # of the file's own cost where the file holds bcrypt hashes.
         self._dummy = next(iter(self.users.values()), Secret.plain(""))
+        self.remember = remember
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        #: HMAC of an Authorization token -> monotonic time it is remembered until
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
 
     def protect(self, target: Flask | Blueprint) -> None:
         """Check every request of ``target`` (an app, or a blueprint such as the viewer)."""
@@ -221,11 +239,33 @@ class Login:
                                 f"{int(wait) + 1} s.\n", status=429, mimetype="text/plain")
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        if self._valid(token.strip()):
+        if self._remembered(token.strip()) or self._valid(token.strip()):
             self.throttle.succeeded(address)
             return None
         self.throttle.failed(address)
         return self._challenge("Wrong user name or password.")
+
+    def _remembered(self, token: str) -> bool:
+        if self.remember <= 0:
+            return False
+        digest = hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).digest()
+        now = time.monotonic()
+        with self._lock:
+            until = self._verified.get(digest)
+            if until is not None and until > now:
+                return True
+            self._verified.pop(digest, None)
+        return False
+
+    def _remember(self, token: str) -> None:
+        if self.remember <= 0:
+            return
+        digest = hmac.new(self._key, token.encode("utf-8", "replace"), hashlib.sha256).digest()
+        with self._lock:
+            self._verified.pop(digest, None)
+            self._verified[digest] = time.monotonic() + self.remember
+            while len(self._verified) > self.REMEMBERED:
+                self._verified.popitem(last=False)
 
     def _valid(self, token: str) -> bool:
         try:
@@ -239,7 +279,10 @@ class Login:
         if secret is None:
             self._dummy.matches(password)  # the same work as a wrong password
             return False
-        return secret.matches(password)
+        if not secret.matches(password):
+            return False
+        self._remember(token)
+        return True
 
     def _challenge(self, message: str) -> Response:
         response = Response(message + "\n", status=401, mimetype="text/plain")

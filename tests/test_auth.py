@@ -23,6 +23,8 @@ from flask_pine_ws.fileset import FileSet
 from flask_pine_ws.handshake import origin_allowed, refusal
 from flask_pine_ws.hosts import host_allowed, trusted_names
 
+from helpers import wait_until
+
 
 def basic(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -39,9 +41,11 @@ def bcrypt_entry(password: str) -> str:
     return "$2y$" + hashed[4:]
 
 
+APP = Flask(__name__)
+
+
 def status_of(login: Login, headers: dict[str, str], addr: str = "192.0.2.1") -> int:
-    app = Flask(__name__)
-    with app.test_request_context("/", headers=headers, environ_base={"REMOTE_ADDR": addr}):
+    with APP.test_request_context("/", headers=headers, environ_base={"REMOTE_ADDR": addr}):
         refused = login.check()
         return 200 if refused is None else refused.status_code
 
@@ -205,3 +209,29 @@ def test_file_set_lists_directories_again_with_stable_names(tmp_path: Path) -> N
     assert files["b.log"] == str(logs / "b.log")
     assert "notes.txt" not in files
     assert set(files.roots()) >= {str(tmp_path), str(logs)}
+
+
+def test_right_credentials_are_remembered_for_a_while_in_bounded_memory() -> None:
+    login = Login({"ann": Secret.plain("pw")}, remember=0.5)
+    assert status_of(login, basic("ann", "pw")) == 200
+    # remembered: not checked against the stored secret again (a bcrypt check
+    # costs up to a second on a busy machine, and a page makes many requests)
+    login.users["ann"] = Secret.plain("changed")
+    assert status_of(login, basic("ann", "pw")) == 200
+    assert all(b"pw" not in key for key in login._verified)  # keyed hashes only
+    # wrong credentials are never remembered
+    assert status_of(login, basic("ann", "nope")) == 401
+    assert len(login._verified) == 1
+    wait_until(lambda: status_of(login, basic("ann", "pw")) == 401, timeout=10,
+               message="the remembered credentials to expire")
+    assert status_of(login, basic("ann", "changed")) == 200
+
+    class Small(Login):
+        REMEMBERED = 50
+
+    many = Small({f"u{i}": Secret.plain("pw") for i in range(300)})
+    for i in range(300):
+        assert status_of(many, basic(f"u{i}", "pw")) == 200
+    assert len(many._verified) == 50
+    assert Login.REMEMBERED == 1024
+    assert status_of(Login({"a": Secret.plain("b")}, remember=0), basic("a", "b")) == 200
