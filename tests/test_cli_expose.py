@@ -342,7 +342,8 @@ def test_tls_serves_https_and_the_page_uses_wss(tmp_path: Path, browser: Browser
         pg.goto(srv.url + "/app.log")
         wait_until(lambda: pg.evaluate("document.body.dataset.state") == "live", timeout=30,
                    message="the page's live state")
-        assert pg.evaluate(LINES_JS) == ["over tls"]
+        wait_until(lambda: pg.evaluate(LINES_JS) == ["over tls"], timeout=30,
+                   message="the lines")
         assert sockets and all(u.startswith("wss://127.0.0.1:") for u in sockets), sockets
         assert not errors
 
@@ -383,7 +384,7 @@ def test_prefix_serves_everything_under_it(tmp_path: Path, browser: Browser,
         wait_until(lambda: pg.evaluate("document.body.dataset.state") == "live", timeout=30,
                    message="the page's live state")
         assert pg.url.startswith(srv.url + "/logs/b.log")
-        assert pg.evaluate(LINES_JS) == ["bbb"]
+        wait_until(lambda: pg.evaluate(LINES_JS) == ["bbb"], timeout=30, message="the lines")
         assert sockets and all("/logs/ws/b.log" in u for u in sockets), sockets
 
 
@@ -404,11 +405,14 @@ def test_directory_serves_its_files_and_new_ones_appear_without_reload(
         pg.goto(srv.url + "/app.log")
         wait_until(lambda: pg.evaluate("document.body.dataset.state") == "live", timeout=30,
                    message="the page's live state")
+        wait_until(lambda: pg.evaluate(LINES_JS) == ["app"], timeout=30, message="the lines")
+        pg.evaluate("window.sameDocument = true")
         (logs / "worker.log").write_text("worker started\n")
         (logs / "other.txt").write_text("excluded by the glob\n")
         pg.wait_for_selector("#files a:text('worker.log')", timeout=30_000)
         assert pg.locator("#files a").all_inner_texts() == ["app.log", "worker.log"]
-        assert pg.evaluate(LINES_JS) == ["app"]  # the same page: no reload
+        assert pg.evaluate("window.sameDocument === true")  # the same page: no reload
+        assert pg.evaluate(LINES_JS) == ["app"]
         pg.click("#files a:text('worker.log')")
         wait_until(lambda: pg.evaluate(LINES_JS) == ["worker started"], timeout=30,
                    message="the new file's lines")
