@@ -583,3 +583,45 @@ def test_behind_nginx_forward_auth(tmp_path: Path, browser: Browser) -> None:
             assert_refused_in_browser(browser, proxy.url + "/logs/", "via the proxy",
                                       password=None)
 
+
+
+# -- the same login in an app ----------------------------------------------------------
+
+
+def test_login_and_trusted_hosts_in_an_app_as_the_page_shows(tmp_path: Path, server) -> None:
+    text = EXPOSE_PAGE.read_text(encoding="utf-8")
+    section = text[text.index("## In your own app"):]
+    found = re.search(r"```python\n(.*?)\n```", section, re.S)
+    assert found, "docs/expose.md lost its in-app sample"
+    log = tmp_path / "app.log"
+    log.write_text("in the app\n")
+    code = found.group(1)
+    assert code.count('"/var/log/app.log"') == 1
+    (tmp_path / "expose_sample.py").write_text(code.replace('"/var/log/app.log"',
+                                                            repr(str(log))))
+    srv = server("expose_sample:app", extra=["--chdir", str(tmp_path)])
+    good = basic("ops", "a long passphrase")
+    host = f"localhost:{srv.port}"
+
+    def get(path: str, headers: dict[str, str], host: str = host) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=15)
+        try:
+            conn.request("GET", path, headers={"Host": host, **headers})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert get("/logs/", {}) == 401
+    assert get("/logs/_static/viewer.js", basic("ops", "wrong")) == 401
+    assert get("/logs/", good) == 200
+    assert get("/logs/", good, host="evil.example") == 400  # TRUSTED_HOSTS
+    for headers, expected in (({}, 401), (good, 101)):
+        answer = wsraw.handshake(srv.port, "/logs/ws/app", headers, host=host)
+        answer.sock.close()
+        assert answer.status == expected
+    answer = wsraw.handshake(srv.port, "/logs/ws/app", {**good, "Origin": "http://evil.example"},
+                             host="evil.example")
+    answer.sock.close()
+    assert answer.status == 400
+    with connect(f"ws://{host}/logs/ws/app", additional_headers=good) as ws:
+        assert ws.recv(timeout=15) == "in the app\n"
