@@ -209,6 +209,11 @@ def test_file_set_lists_directories_again_with_stable_names(tmp_path: Path) -> N
     assert files["b.log"] == str(logs / "b.log")
     assert "notes.txt" not in files
     assert set(files.roots()) >= {str(tmp_path), str(logs)}
+    # a file named through a symlink: where it points at start is meant
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "x.log").write_text("x\n")
+    (tmp_path / "link.log").symlink_to(tmp_path / "real" / "x.log")
+    assert str(tmp_path / "real") in FileSet([str(tmp_path / "link.log")]).roots()
 
 
 def test_right_credentials_are_remembered_for_a_while_in_bounded_memory() -> None:

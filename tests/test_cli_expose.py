@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -264,6 +265,24 @@ def test_non_loopback_without_a_login_exits_2_with_one_line(tmp_path: Path) -> N
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "--no-auth" in result.stderr
         assert "without a login" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--user", "ops"], "--user needs --password"),
+    (["--password", "pw"], "--password needs --user"),
+    (["--user", "ops", "--password", "pw", "--no-auth"], "--no-auth contradicts"),
+    (["--certfile", "app.log"], "TLS needs both --certfile and --keyfile"),
+    (["--certfile", "nowhere.pem", "--keyfile", "nowhere.key"], "--certfile: nowhere.pem"),
+    (["--htpasswd", "nowhere"], "--htpasswd:"),
+])
+def test_inconsistent_login_or_tls_options_exit_2_with_one_line(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "app.log").write_text("x\n")
+    result = subprocess.run([sys.executable, "-m", "flask_pine_ws", "serve", "app.log", *args],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
 def test_port_in_use_exits_1_at_once_with_one_line(tmp_path: Path) -> None:
