@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 import threading
 from datetime import UTC, datetime
 
 from flask import Flask, Response
 
 from flask_pine_ws import Conn, Ctx, FlaskPineWS
-from flask_pine_ws.cli import serve
+from flask_pine_ws.cli import PortInUse, serve
 
 _MESSAGES = [
     ("INFO", "http", "GET /api/orders/{n} 200 {ms}ms"),
@@ -205,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         serve(create_app(log_path), host=args.host, port=args.port, on_ready=ready)
+    except PortInUse as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another "
+              "port with --port N", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         stop.set()
         writer.join(5)

@@ -13,11 +13,14 @@ import base64
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from flask import Request, Response
+from flask import Request, Response, current_app
+from werkzeug.sansio.utils import host_is_trusted
 
 from .config import Config
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+#: The request schemes served over TLS: only an https page is their origin.
+_SECURE = {"https", "wss"}
 
 
 def _netloc(scheme: str, host: str) -> str:
@@ -36,6 +39,13 @@ def origin_allowed(origin: str, request: Request, config: Config) -> bool:
     origin's host (and port) must be the request's ``Host``; behind a proxy,
     ``werkzeug.middleware.proxy_fix.ProxyFix`` makes that the forwarded host.
     ``allowed_origins`` adds exact origins or fnmatch patterns.
+
+    The scheme counts too: only an ``http`` or ``https`` page is an origin
+    (``file://``, ``javascript://`` and the rest never are), and a request
+    that came over TLS accepts only an ``https`` page (``http://host`` is not
+    the origin of ``https://host``: a page on plain HTTP can be anyone's). An
+    ``https`` page on a request that arrived as plain HTTP is accepted: that is
+    a TLS proxy in front without ``ProxyFix``, and the page is the safer one.
     """
     check = config.check_origin
     if check is False:
@@ -46,9 +56,12 @@ def origin_allowed(origin: str, request: Request, config: Config) -> bool:
         if pattern == "*" or fnmatchcase(origin.lower(), pattern.lower()):
             return True
     parts = urlsplit(origin)
-    if not parts.scheme or not parts.netloc:
-        return False  # "null" (a sandboxed page, a file:// page) or garbage
-    return _netloc(parts.scheme, parts.netloc) == _netloc(request.scheme, request.host)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (a sandboxed page, a file:// page), another scheme, garbage
+    if request.scheme in _SECURE and scheme != "https":
+        return False
+    return _netloc(scheme, parts.netloc) == _netloc(request.scheme, request.host)
 
 
 def refusal(request: Request, config: Config) -> Response | None:
@@ -70,6 +83,11 @@ def refusal(request: Request, config: Config) -> Response | None:
     if not _valid_key(key):
         # RFC 6455 4.2.1: base64 of 16 random bytes; gorilla refuses others too.
         return _text(400, "The Sec-WebSocket-Key header is not base64 of 16 bytes.")
+    trusted = current_app.config.get("TRUSTED_HOSTS")
+    if trusted and not host_is_trusted(headers.get("Host", ""), trusted):
+        # Flask 3.1 refuses these while routing already; 3.0 does not.
+        return _text(400, "The Host header names a host this server does not answer to "
+                          "(TRUSTED_HOSTS).")
     origin = headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request, config):
         return _text(403, f"Origin {origin!r} may not open a WebSocket here "

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, abort, jsonify, request, url_for
 from markupsafe import escape
 
 from .config import Config
@@ -103,7 +103,11 @@ def resume_options(query: Mapping[str, str], *, default_lines: int | None,
     return {"lines": default_lines} if default_lines is not None else {}
 
 
-def _check_files(files: Mapping[str, str | os.PathLike[str]]) -> dict[str, str]:
+def _check_files(files: Mapping[str, str | os.PathLike[str]]) -> Mapping[str, str]:
+    if getattr(files, "live", False):
+        # A live set (the command line's directories, flask_pine_ws.fileset):
+        # its names are safe by construction and change while it serves.
+        return files  # type: ignore[return-value]
     if not files:
         raise ValueError("the viewer needs at least one file: files={'app': '/var/log/app.log'}")
     checked: dict[str, str] = {}
@@ -193,15 +197,31 @@ def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], 
 
     bp = Blueprint(name, __name__, url_prefix=url_prefix,
                    static_folder=_STATIC, static_url_path="/_static")
-    # Werkzeug's "any" converter: a name not in the mapping matches no rule.
-    names = ",".join(f'"{n}"' for n in paths)
+    live = bool(getattr(paths, "live", False))
+    if live:
+        # Names come and go: any name matches the rule, and one not in the
+        # set now is a 404 before the view (before any upgrade).
+        converter = "<file>"
+
+        @bp.before_request
+        def known_file() -> None:
+            file = (request.view_args or {}).get("file")
+            if file is not None and file not in paths:
+                abort(404)
+    else:
+        # Werkzeug's "any" converter: a name not in the mapping matches no rule.
+        converter = "<any({}):file>".format(",".join(f'"{n}"' for n in paths))
     template = _page_template()
 
+    def listing() -> list[dict[str, str]]:
+        return [{"name": n, "url": url_for(f"{name}.file_page", file=n)} for n in paths]
+
     def render(current: str | None) -> Response:
-        listing = [{"name": n, "url": url_for(f"{name}.file_page", file=n)} for n in paths]
         settings = {
             "name": current,
-            "files": listing,
+            "files": listing(),
+            # A live set: the page asks this URL for the list again now and then.
+            "filesUrl": url_for(f"{name}.file_list") if live else None,
             # Only the path: Werkzeug builds a websocket rule as an absolute
             # ws:// URL from the Host it saw, which a proxy may have rewritten;
             # the page puts it on its own origin.
@@ -223,13 +243,19 @@ def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], 
 
     @bp.route("/")
     def index() -> Response:
-        return render(next(iter(paths)) if len(paths) == 1 else None)
+        return render(next(iter(paths)) if len(paths) == 1 and not live else None)
 
-    @bp.route(f"/<any({names}):file>")
+    @bp.route("/_files.json")
+    def file_list() -> Response:
+        response = jsonify(listing())
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @bp.route(f"/{converter}")
     def file_page(file: str) -> Response:
         return render(file)
 
-    @pine.new(f"/ws/<any({names}):file>", config=ws_config, blueprint=bp,
+    @pine.new(f"/ws/{converter}", config=ws_config, blueprint=bp,
               endpoint="stream")
     def stream(conn: Conn, ctx: Ctx) -> None:
         try:

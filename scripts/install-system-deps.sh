@@ -3,12 +3,16 @@
 #   chromium     the viewer's tests drive the page in real headless Chromium
 #   nginx-light  the deployment tests put a real nginx in front of gunicorn
 #   redis-server the channel tests start a real Redis on a free port
+#   openssl      the command line's TLS tests make a self-signed certificate
+#   apache2-utils  its htpasswd writes the files the command line's login reads
 # Run as root (or with sudo). Nothing is downloaded outside Debian's archive.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

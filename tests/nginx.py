@@ -21,7 +21,7 @@ import socket
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,17 +65,22 @@ class Nginx(Loopback):
 
 @contextmanager
 def nginx_in_front(upstream_port: int, directory: Path, *,
-                   read_timeout: str | None = None) -> Iterator[Nginx]:
+                   read_timeout: str | None = None,
+                   site_for: Callable[[int], str] | None = None) -> Iterator[Nginx]:
     """Run nginx with the recommended site, proxying to ``127.0.0.1:upstream_port``.
 
     :param read_timeout: replaces the page's ``proxy_read_timeout 60s`` (``"3s"``).
+    :param site_for: another site instead, given the port nginx listens on.
     """
     assert os.path.exists(NGINX), "nginx is installed by scripts/install-system-deps.sh"
     directory.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    site = recommended_site()
-    site = _replace(site, "listen 80;", f"listen 127.0.0.1:{port};")
-    site = _replace(site, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
+    if site_for is not None:
+        site = site_for(port)
+    else:
+        site = recommended_site()
+        site = _replace(site, "listen 80;", f"listen 127.0.0.1:{port};")
+        site = _replace(site, "server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};")
     if read_timeout is not None:
         site = _replace(site, "proxy_read_timeout 60s;", f"proxy_read_timeout {read_timeout};")
     (directory / "site.conf").write_text(site)

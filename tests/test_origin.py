@@ -65,8 +65,8 @@ def test_default_ports_are_normalised(server) -> None:
         assert status(srv.port, "/echo", origin, host=host) == 101, (host, origin)
     assert status(srv.port, "/echo", "http://site.example:8080", host="site.example") == 403
     assert status(srv.port, "/echo", "http://site.example", host="site.example:8080") == 403
-    # As gorilla's checkSameOrigin, the host is compared, not the scheme: behind
-    # a TLS proxy without ProxyFix the page is https and the request http.
+    # An https page on a plain-HTTP request is accepted: behind a TLS proxy
+    # without ProxyFix the page is https and the request http.
     assert status(srv.port, "/echo", "https://site.example:443", host="site.example") == 101
     assert status(srv.port, "/echo", "https://site.example", host="site.example") == 101
 
@@ -117,3 +117,20 @@ def test_proxyfix_forwarded_host_is_the_origin_to_match(server) -> None:
                  additional_headers=forwarded) as ws:
         ws.send("via proxy")
         assert ws.recv(timeout=10) == "via proxy"
+
+
+def test_scheme_counts_http_is_not_the_origin_of_https(server) -> None:
+    srv = server(env={"PINE_TEST_PROXYFIX": "1"})
+    secure = {"X-Forwarded-Host": "public.example", "X-Forwarded-Proto": "https",
+              "X-Forwarded-For": "203.0.113.9"}
+    assert status(srv.port, "/echo", "https://public.example", headers=secure) == 101
+    # a page on plain http (anyone's on the way) may not open the https site's socket
+    assert status(srv.port, "/echo", "http://public.example", headers=secure) == 403
+    assert status(srv.port, "/echo", "http://public.example:443", headers=secure) == 403
+    # other schemes are never an origin, whatever their host
+    for origin in ("file://public.example", "javascript://public.example",
+                   "wss://public.example", "chrome-extension://public.example"):
+        assert status(srv.port, "/echo", origin, headers=secure) == 403, origin
+    for origin in ("file://127.0.0.1", "javascript://127.0.0.1"):
+        assert status(srv.port, "/echo", origin.replace("127.0.0.1", f"127.0.0.1:{srv.port}")
+                      ) == 403, origin

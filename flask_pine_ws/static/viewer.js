@@ -61,6 +61,40 @@
     filesEl.appendChild(span);
   }
 
+  // A live set of files (a served directory): the server's list is asked for
+  // again every few seconds, so a file created later appears without a reload.
+  function followFileList(url) {
+    let known = cfg.files.map((f) => f.name).join('\n');
+    const refresh = async () => {
+      let files;
+      try {
+        const resp = await fetch(url, { cache: 'no-store', credentials: 'same-origin' });
+        if (!resp.ok) return;
+        files = await resp.json();
+      } catch (err) {
+        return; // the server is away: the socket's reconnect says so
+      }
+      const names = files.map((f) => f.name).join('\n');
+      if (names === known) return;
+      known = names;
+      cfg.files = files;
+      if (cfg.name) {
+        filesEl.replaceChildren(...files.map(fileLink));
+      } else {
+        const list = document.createElement('ul');
+        list.className = 'index';
+        for (const file of files) {
+          const li = document.createElement('li');
+          li.appendChild(fileLink(file));
+          list.appendChild(li);
+        }
+        logEl.replaceChildren(list);
+      }
+    };
+    setInterval(refresh, 3000);
+  }
+  if (cfg.filesUrl) followFileList(cfg.filesUrl);
+
   if (!cfg.name) {
     // The index of several files: a list, no socket.
     $('tools').hidden = true;
