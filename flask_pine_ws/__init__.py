@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .config import Config
 from .conn import Conn
-from .errors import ConnectionClosed, InvalidMessage, PineWSError
+from .errors import ConnectionClosed, HandshakeRefused, InvalidMessage, PineWSError
 from .extension import Ctx, FlaskPineWS
 from .watch import watch_file
 
@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionClosed",
     "Ctx",
     "FlaskPineWS",
+    "HandshakeRefused",
     "InvalidMessage",
     "PineWSError",
     "watch_file",
