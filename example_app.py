@@ -12,15 +12,19 @@ through the same code as ``flask-pine-ws serve``, and a ``/echo`` WebSocket
 route, the smallest ``pine.new`` handler.
 
 Options: ``--host`` / ``HOST`` (default 127.0.0.1), ``--port`` / ``PORT``
-(default 8000), ``--log`` (default ./demo.log), ``--interval`` (seconds
-between lines), ``--rotate-every`` (lines).
+(default 8000; a port in use is said in one line, with the command to pick
+another), ``--log`` (default ./demo.log), ``--interval`` (seconds between
+lines), ``--rotate-every`` (lines).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
+import socket
+import sys
 import threading
 from datetime import UTC, datetime
 
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="rotate the log after this many lines (default 300)")
     args = parser.parse_args(argv)
     log_path = os.path.abspath(args.log)
+    listener = _listen(args.host, args.port)
 
     stop = threading.Event()
     # The writer runs in gunicorn's arbiter (this process); workers are forked
@@ -145,10 +150,26 @@ def main(argv: list[str] | None = None) -> None:
         print("Ctrl-C to stop.", flush=True)
 
     try:
-        serve(create_app(log_path), host=args.host, port=args.port, on_ready=ready)
+        serve(create_app(log_path), bind=f"fd://{listener.fileno()}", on_ready=ready)
     finally:
         stop.set()
         writer.join(5)
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is said in one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        other = port + 1 if port else 0
+        print(f"example_app.py: port {port} is in use on {host}; pick another one: "
+              f"python example_app.py --port {other} (or PORT={other})",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -203,6 +203,9 @@ def _is_loopback(host: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flask-pine-ws`` and ``python -m flask_pine_ws``."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # no command: what there is to run, not an error
+        return 0
     args = parser.parse_args(argv)
     _check_files(args.files, args.command_parser)
     if not _is_loopback(args.host):
