@@ -268,10 +268,10 @@ def plots(results: Results, img: Path) -> list[Path]:
     ax.set_ylabel("fraction of lines")
     ax.set_title("Latency: 100-byte lines at 200/s, one client")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=11)
     fig.tight_layout()
     made.append(img / "bench-latency.png")
-    fig.savefig(made[-1], dpi=110)
+    fig.savefig(made[-1], dpi=150)
     plt.close(fig)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -291,10 +291,10 @@ def plots(results: Results, img: Path) -> list[Path]:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=11)
     fig.tight_layout()
     made.append(img / "bench-fanout.png")
-    fig.savefig(made[-1], dpi=110)
+    fig.savefig(made[-1], dpi=150)
     plt.close(fig)
     return made
 
