@@ -219,3 +219,28 @@ def test_a_handler_that_never_returns_is_reported(monkeypatch: pytest.MonkeyPatc
             conn.close()
     finally:
         release.set()
+
+
+def test_flask_sock_routes_and_watch_file_over_their_ws(tmp_path: Path) -> None:
+    from flask_sock import Sock
+
+    log = tmp_path / "app.log"
+    log.write_text("one\n")
+    app = Flask(__name__)
+    pine = FlaskPineWS(app)
+    sock = Sock(app)
+    ended = threading.Event()
+
+    @sock.route("/sock/log")
+    def sock_log(ws: object) -> None:
+        try:
+            watch_file(log, ws)  # type: ignore[arg-type]
+        finally:
+            ended.set()
+
+    with pine.test_client(app).connect("/sock/log") as conn:
+        assert conn.receive() == "one\n"
+        with log.open("a") as f:
+            f.write("two\n")
+        assert conn.receive() == "two\n"
+    assert ended.wait(5)  # the client left: watch_file returned
