@@ -244,3 +244,19 @@ def test_flask_sock_routes_and_watch_file_over_their_ws(tmp_path: Path) -> None:
             f.write("two\n")
         assert conn.receive() == "two\n"
     assert ended.wait(5)  # the client left: watch_file returned
+
+
+def test_a_session_ends_with_one_access_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Under Werkzeug's conventions (the test client's), through the ``werkzeug`` logger."""
+    app, pine = make_app()
+    with caplog.at_level("INFO", logger="werkzeug"):
+        with pine.test_client(app).connect("/echo?x=1") as conn:
+            conn.send("hi")
+            assert conn.receive() == "hi"
+            conn.close(4002)
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert len(lines) == 1, lines
+    assert '"GET /echo?x=1 HTTP/1.1" 101 - websocket ' in lines[0]
+    assert lines[0].startswith("127.0.0.1 - - [")
+    # a socket pair has no TCP counters: the bytes are unknown, said as "-"
+    assert lines[0].endswith(" in=- out=- close=4002"), lines[0]
