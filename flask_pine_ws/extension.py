@@ -84,6 +84,10 @@ class _SocketTakenOver(Response):
             # gunicorn's gthread worker ends the request without a response
             # when the app raises StopIteration (what flask-sock relies on).
             raise StopIteration()
+        if self._session is None:
+            # No session began (the client left during the handshake): to
+            # Werkzeug's server a ConnectionError is a dropped client, not logged.
+            raise ConnectionAbortedError("the client left during the handshake")
         # Werkzeug's server: the request's status is the 101 the WebSocket
         # began with (an exception here read as a 500 under the debugger of
         # `flask run --debug`). The socket is shut down first, so that
@@ -260,6 +264,9 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             session.stop(None)
             return _SocketTakenOver("gunicorn" if "gunicorn.socket" in request.environ
                                     else "werkzeug")
+        except BaseException:
+            session.stop(None)  # releases its descriptor
+            raise
         shutdown.register(conn)
         try:
             _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
