@@ -14,13 +14,15 @@ channel (``conn.join`` and ``pine.publish``; within the process by default,
 across workers and hosts with ``PINE_WS_MESSAGE_QUEUE=redis://...``).
 
 Options: ``--host`` / ``HOST`` (default 127.0.0.1), ``--port`` / ``PORT``
-(default 8000), ``--log`` (default ./demo.log), ``--interval`` (seconds
-between lines), ``--rotate-every`` (lines).
+(default 8000; a port in use is said in one line, with the command to pick
+another), ``--log`` (default ./demo.log), ``--interval`` (seconds between
+lines), ``--rotate-every`` (lines).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import random
 import sys
@@ -207,8 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(create_app(log_path), host=args.host, port=args.port, on_ready=ready)
     except PortInUse as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another "
-              "port with --port N", file=sys.stderr, flush=True)
+        other = args.port + 1 if args.port else 0
+        what = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        print(f"example_app.py: port {args.port} {what} on {args.host}; "
+              f"pick another one: python example_app.py --port {other} (or PORT={other})",
+              file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     finally:
         stop.set()

@@ -1,6 +1,6 @@
 """Fan-out: one line appended to a file that N clients follow; time until the last one has it.
 
-Not a test: figures for the notes (issue 5). One gunicorn gthread worker
+Not a test: figures for the fan-out notes. One gunicorn gthread worker
 serves tests/apps/watch_app.py with enough ``--threads`` for every client;
 the clients are ``websockets`` asyncio connections in this one process
 (``lines=0``: only what is appended), with permessage-deflate offered or

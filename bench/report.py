@@ -2,7 +2,7 @@
 
 Every figure of a target is shown beside its ratio to the asyncio floor of the
 same run (``xfloor``): the machines are shared and noisy, ratios travel better
-than absolute figures. :func:`checks` says which of issue 5's targets hold.
+than absolute figures. :func:`checks` says which of the project's targets hold.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _nmax(results: Results) -> str:
 
 
 def checks(results: Results, target: str) -> list[tuple[str, bool | None, str]]:
-    """Issue 5's targets for ``target``: (what, holds, the figures)."""
+    """The targets for ``target``: (what, holds, the figures)."""
     out: list[tuple[str, bool | None, str]] = []
 
     def check(what: str, value: Any, bound: Any, factor: float = 1.0,
@@ -230,7 +230,7 @@ def tables(results: Results) -> str:
     for pine in PINES:
         if pine not in results["targets"]:
             continue
-        add(f"\n### Issue 5's targets: {results['targets'][pine]['label']}\n")
+        add(f"\n### The targets: {results['targets'][pine]['label']}\n")
         add("| target | holds | measured vs bound |")
         add("|---|---|---|")
         for what, holds, figures in checks(results, pine):
@@ -268,10 +268,10 @@ def plots(results: Results, img: Path) -> list[Path]:
     ax.set_ylabel("fraction of lines")
     ax.set_title("Latency: 100-byte lines at 200/s, one client")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=11)
     fig.tight_layout()
     made.append(img / "bench-latency.png")
-    fig.savefig(made[-1], dpi=110)
+    fig.savefig(made[-1], dpi=150)
     plt.close(fig)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -291,10 +291,10 @@ def plots(results: Results, img: Path) -> list[Path]:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
+    left.legend(fontsize=11)
     fig.tight_layout()
     made.append(img / "bench-fanout.png")
-    fig.savefig(made[-1], dpi=110)
+    fig.savefig(made[-1], dpi=150)
     plt.close(fig)
     return made
 

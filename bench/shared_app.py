@@ -1,4 +1,4 @@
-"""A prototype of the fan-out design proposed for flask-pine-ws (issue 5), to measure it.
+"""A prototype of the fan-out design proposed for flask-pine-ws, to measure it.
 
 Not the project's code, and not a fix: it shows what the design buys. The
 shipped ``watch_file`` wakes one thread per client on every append, and each

@@ -28,7 +28,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "_static", "Thumbs.db", ".DS_Store"]
 
 # Headings get anchors, so pages can link to "deployment.md#nginx".
 myst_heading_anchors = 3
@@ -43,4 +43,10 @@ html_title = "flask-pine-ws"
 html_theme_options = {
     "description": "WebSocket routes in one decorator, and live logs, for Flask",
     "fixed_sidebar": True,
+    # alabaster's 940 px left wide tables and screenshots unreadable
+    "page_width": "1240px",
+    "body_max_width": "none",
 }
+# Wide tables scroll, images never overflow (see _static/custom.css).
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from .config import Config
 from .conn import Conn
-from .errors import ChannelError, ConnectionClosed, InvalidMessage, PineWSError
+from .errors import (
+    ChannelError,
+    ConnectionClosed,
+    HandshakeRefused,
+    InvalidMessage,
+    PineWSError,
+)
 from .extension import Ctx, FlaskPineWS
 from .watch import watch_file
 
@@ -23,6 +29,7 @@ __all__ = [
     "ConnectionClosed",
     "Ctx",
     "FlaskPineWS",
+    "HandshakeRefused",
     "InvalidMessage",
     "PineWSError",
     "watch_file",

@@ -377,6 +377,9 @@ def _announce(files: FileSet, base_urls: list[str], prefix: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flask-pine-ws`` and ``python -m flask_pine_ws``."""
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # no command: what there is to run, not an error
+        return 0
     args = parser.parse_args(argv)
     try:
         files = _file_set(args)

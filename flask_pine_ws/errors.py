@@ -42,3 +42,24 @@ class InvalidMessage(PineWSError, ValueError):
 
     The message is consumed; the connection stays open.
     """
+
+
+class HandshakeRefused(PineWSError):
+    """The server answered a handshake with an HTTP error instead of accepting it.
+
+    Raised by the test client (:mod:`flask_pine_ws.testing`) for a route that
+    refused the upgrade: a bad origin (403), no such route (404), a guard of
+    the app (401), a server shutting down (503).
+
+    :ivar status: the HTTP status code.
+    :ivar body: the response body, as text.
+    :ivar headers: the response headers, as ``(name, value)`` pairs.
+    """
+
+    def __init__(self, status: int, body: str = "",
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = list(headers or [])
+        detail = body.strip().splitlines()[0] if body.strip() else ""
+        super().__init__(f"handshake refused with HTTP {status}{': ' + detail if detail else ''}")

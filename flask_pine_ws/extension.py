@@ -20,18 +20,22 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import socket
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
 
-from . import channels, shutdown
+from . import accesslog, channels, shutdown
 from .config import DEFAULTS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
 from .handshake import refusal
+
+if TYPE_CHECKING:
+    from .testing import TestClient
 
 Handler = Callable[[Conn, "Ctx"], Any]
 H = TypeVar("H", bound=Handler)
@@ -61,24 +65,43 @@ class Ctx:
 
 
 class _SocketTakenOver(Response):
-    """The response of a finished WebSocket request: writes nothing.
+    """The response of a finished WebSocket request: writes nothing on the socket.
 
     The socket belonged to the WebSocket; any byte the server wrote now would
-    follow the close frame and read as a broken frame in the browser.
+    follow the close frame and read as a broken frame in the browser. It
+    writes the session's access line (:mod:`.accesslog`) as the request ends.
     """
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, session: accesslog.Session | None = None) -> None:
         super().__init__()
         self._mode = mode
+        self._session = session
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self._session is not None:
+            self._session.log(environ, start_response)
         if self._mode == "gunicorn":
             # gunicorn's gthread worker ends the request without a response
             # when the app raises StopIteration (what flask-sock relies on).
             raise StopIteration()
-        # Werkzeug's server treats a ConnectionError as a dropped client:
-        # it writes nothing and logs nothing.
-        raise ConnectionAbortedError("WebSocket closed")
+        if self._session is None:
+            # No session began (the client left during the handshake): to
+            # Werkzeug's server a ConnectionError is a dropped client, not logged.
+            raise ConnectionAbortedError("the client left during the handshake")
+        # Werkzeug's server: the request's status is the 101 the WebSocket
+        # began with (an exception here read as a 500 under the debugger of
+        # `flask run --debug`). The socket is shut down first, so that
+        # Werkzeug's attempt to write that status line fails as a dropped
+        # connection (silently) instead of following the close frame.
+        sock = environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+        start_response("101 Switching Protocols",
+                       [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        return []
 
 
 class FlaskPineWS:
@@ -195,6 +218,22 @@ class FlaskPineWS:
                                "or inside `with app.app_context():`")
         channels.publish(channel, message)
 
+    def test_client(self, app: Flask) -> TestClient:
+        """A client that opens WebSocket connections to ``app``'s routes in this process.
+
+        ::
+
+            with pine.test_client(app).connect("/echo") as conn:
+                conn.send("hi")
+                assert conn.receive() == "hi"
+
+        The route runs for real (the app's guards, the origin check, the
+        handler, ``watch_file``) on a socket pair; see :mod:`flask_pine_ws.testing`.
+        """
+        from .testing import TestClient  # lazily: only tests need it
+
+        return TestClient(app)
+
     def viewer(self, files: Mapping[str, str | os.PathLike[str]], **options: Any) -> Blueprint:
         """Return a blueprint serving the live log viewer for ``files`` (name -> path).
 
@@ -239,6 +278,7 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             return refused
         if shutdown.stopping.is_set():
             return Response("The server is shutting down.\n", status=503, mimetype="text/plain")
+        session = accesslog.Session(request.environ)
         try:
             conn = Conn(request.environ, cfg,
                         send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
@@ -248,8 +288,12 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             # The client left while the 101 was being written (a reset, a
             # closed tab): nothing to serve, and nothing worth a traceback
             # and a 500 written to a dead socket.
+            session.stop(None)
             return _SocketTakenOver("gunicorn" if "gunicorn.socket" in request.environ
-                                      else "werkzeug")
+                                    else "werkzeug")
+        except BaseException:
+            session.stop(None)  # releases its descriptor
+            raise
         shutdown.register(conn)
         try:
             _run(handler, conn, Ctx(request._get_current_object(),  # type: ignore[attr-defined]
@@ -258,7 +302,8 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             shutdown.unregister(conn)
             channels.leave_all(conn)
             conn.finish()
-        return _SocketTakenOver(conn.mode)
+            session.stop(conn.close_code)
+        return _SocketTakenOver(conn.mode, session)
 
     return view
 

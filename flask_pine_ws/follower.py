@@ -5,7 +5,7 @@ and nothing about how changes are noticed (that is :mod:`.watchtable`) or
 where the bytes go (that is :mod:`.watch`). Each call to :meth:`FileFollower.read`
 is idempotent and offset based: it reads what lies between the last position
 and the end of the file, so a duplicate or a lost change notification costs
-nothing and loses nothing (duplicate "modified" events, ANCHORS 9).
+nothing and loses nothing (duplicate "modified" events).
 
 Why it is built this way:
 

@@ -50,6 +50,7 @@ from .broadcast import Member
 from .config import setting
 from .conn import Conn
 from .errors import ConnectionClosed
+from .flasksock import as_conn
 from .follower import Chunk, FileFollower, PathRefused, Rotated, Waiting
 from .watchtable import Subscription, WatchTable
 
@@ -110,6 +111,7 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         given (raised before anything is sent).
     :raises TypeError: an argument has the wrong type.
     """
+    conn = as_conn(conn)  # flask-sock's ws is accepted too (see .flasksock)
     _check_arguments(offset, lines, binary, file_id)
     target = os.path.abspath(os.fspath(path))
     roots = _roots(root)

@@ -5,7 +5,7 @@ watches it holds, and nothing about reading files (that is :mod:`.follower`).
 A watcher subscribes its path with a :class:`threading.Event`; the table sets
 that event whenever the path may have changed, and the watcher reads.
 
-Kernel and library facts this module is built around (see ``LIBRARIES.md``):
+Kernel and library facts this module is built around (read from watchdog's sources):
 
 - One Observer per process, created lazily on first use, so that under
   gunicorn it is born in the worker, after the fork (a table inherited

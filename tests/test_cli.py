@@ -96,7 +96,6 @@ def test_help_explains_every_option() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ([], "required"),
     (["serve"], "required: PATH"),
     (["serve", "x.log", "--port", "70000"], "--port: must be a port from 0 to 65535"),
     (["serve", "x.log", "--port", "http"], "--port: must be a whole number"),

@@ -418,6 +418,26 @@ def _gunicorn_conf(sample: Sample) -> None:
     assert "Traceback" not in srv.log()
 
 
+@check("testing-app")
+def _testing_app(sample: Sample) -> None:
+    """The testing page's app and its pytest file, run by pytest as a user runs them."""
+    _write(sample.block.code, sample.tmp, "myapp")
+    _write(sample.next_block("testing-pytest").code, sample.tmp, "test_myapp")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
+         "test_myapp.py"],
+        cwd=sample.tmp, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\b5 passed\b", done.stdout), done.stdout
+
+
+@check("testing-pytest")
+def _testing_pytest(sample: Sample) -> None:
+    """Run by the check of the app sample before it (see ``_testing_app``)."""
+    assert "from myapp import app, pine" in sample.block.code
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
