@@ -28,14 +28,18 @@ def pytest_configure(config: pytest.Config) -> None:
     become_subreaper()
 
 
+#: Fixtures that start a real server: a test using one is an integration test.
+SERVER_FIXTURES = frozenset({"server", "confined"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the ``server`` fixture starts a real server: it is integration.
+    """A test that uses a server fixture starts a real server: it is integration.
 
     Modules that start servers otherwise (nginx, Chromium, the CLI as a child
     process) say so themselves with ``pytestmark = pytest.mark.integration``.
     """
     for item in items:
-        if "server" in getattr(item, "fixturenames", ()):
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

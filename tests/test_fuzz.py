@@ -142,9 +142,34 @@ def _throw(site: Site, path: str, data: bytes, headers: dict[str, str] | None = 
         reply = shake.rest + wsraw.read_to_eof(sock, timeout=15)  # bounded: never a hang
     answered, _ = wsraw.parse_frames(reply)
     closes = [payload for op, payload in answered if op == wsraw.OP_CLOSE]
-    if closes and len(closes[0]) >= 2:
+    if _whole_frames(data + wsraw.close_frame(1000)):
+        # every frame arrived whole, our close last: the server answers a bad frame, or
+        # our close, with a close frame; dropping the TCP connection is not an answer
+        assert closes, f"no close frame came back: {reply[-200:]!r}"
+    if closes:
+        assert len(closes[0]) >= 2, closes[0]
         code = struct.unpack("!H", closes[0][:2])[0]
         assert code in ALLOWED_CLOSE, (code, closes[0])
+
+
+def _whole_frames(data: bytes) -> bool:
+    """Whether ``data`` splits into whole client frames (a length lie leaves the last one
+    short, and then the server sees EOF in the middle of a frame: it may just close)."""
+    pos = 0
+    while pos < len(data):
+        head = 2 + {126: 2, 127: 8}.get(data[pos + 1] & 0x7F, 0) if len(data) - pos >= 2 else 2
+        if len(data) - pos < head:
+            return False
+        size = data[pos + 1] & 0x7F
+        if size == 126:
+            (size,) = struct.unpack_from("!H", data, pos + 2)
+        elif size == 127:
+            (size,) = struct.unpack_from("!Q", data, pos + 2)
+        end = pos + head + (4 if data[pos + 1] & 0x80 else 0) + size
+        if end > len(data):
+            return False
+        pos = end
+    return True
 
 
 _FUZZ = settings(max_examples=120, deadline=None, database=None,
