@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -311,7 +312,10 @@ def test_bad_offset_and_lines_close_1008_naming_the_value(site: Site, query: str
             raise AssertionError(f"got {message!r} before the close")
     assert info.value.rcvd is not None
     assert info.value.rcvd.code == 1008
-    assert info.value.rcvd.reason.startswith(names), info.value.rcvd.reason
+    reason = info.value.rcvd.reason
+    assert reason.startswith(names), reason
+    # the reason names the value the client sent, as the server decoded it
+    assert f"{names} {parse_qs(query, keep_blank_values=True)[names][0]!r}" in reason, reason
 
 
 def test_offset_past_the_end_restarts_at_zero_with_a_notice(site: Site) -> None:
