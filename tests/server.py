@@ -137,6 +137,14 @@ class Server(Loopback):
             pass
 
 
+#: Extra gunicorn options: a graceful timeout far beyond any wait of a test, so that a
+#: worker closing its sockets at once on SIGTERM is told from one waiting the timeout
+#: out with a generous bound (a minute) instead of a tight clock.
+LONG_GRACE = ["--graceful-timeout", "120"]
+#: The bound on "at once" with LONG_GRACE: half its graceful timeout.
+AT_ONCE = 60.0
+
+
 def gunicorn_argv(app: str, *, threads: int = 32, workers: int = 1,
                   extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),

@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from conftest import ServerFactory
 from helpers import raised_fd_limit, recv_bytes, recv_text
-from server import Server
+from server import AT_ONCE, LONG_GRACE, Server
 
 WAIT = 60.0  # generous: a noisy 2-core machine shared with others
 APP = "watch_app:app"
@@ -348,7 +348,7 @@ def test_sigterm_closes_parked_watchers_with_1001_at_once(
         server: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"x\n")
-    srv = server(APP)
+    srv = server(APP, extra=LONG_GRACE)
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(open_sync(srv, path=str(log), offset=0))
                    for _ in range(6)]
@@ -361,8 +361,8 @@ def test_sigterm_closes_parked_watchers_with_1001_at_once(
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=WAIT)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-        srv.proc.wait(15)
-        assert time.monotonic() - begin < 8
+        srv.proc.wait(AT_ONCE)
+        assert time.monotonic() - begin < AT_ONCE  # well before the graceful timeout
 
 
 @pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate"])
