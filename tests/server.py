@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 APPS = Path(__file__).parent / "apps"
@@ -97,13 +98,16 @@ class Server(Loopback):
             raise
         return self.proc
 
-    def restart(self, timeout: float = 15) -> None:
+    def restart(self, timeout: float = 15, between: Callable[[], object] | None = None) -> None:
         """Stop the server (SIGTERM) and start a new one on the same listening socket.
 
         The port stays open in between: a client connecting meanwhile waits in
-        the listener's backlog and is served by the new process.
+        the listener's backlog and is served by the new process. ``between`` is
+        called while no server runs.
         """
         self._end(timeout)
+        if between is not None:
+            between()
         self._spawn()
 
     def log(self) -> str:
