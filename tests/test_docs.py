@@ -912,6 +912,7 @@ def test_cli_page_lists_every_option() -> None:
             assert row and row.group(1) == str(action.default), action.option_strings[0]
 
 
+@pytest.mark.integration  # a whole Sphinx run: a third of the fast tier's time budget
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",

@@ -17,6 +17,7 @@ from flask_pine_ws.follower import (
     Chunk,
     FileFollower,
     Item,
+    Opened,
     PathRefused,
     Rotated,
     Waiting,
@@ -140,7 +141,7 @@ def test_file_id_of_another_file_restarts_at_zero(log: Path) -> None:
     log.write_text("abc")
     fid = file_id(log.stat())
     f = FileFollower(str(log))
-    assert f.start(offset=1, file_id=fid) == type(f.start(offset=1))(fid, 1, 3, None)
+    assert f.start(offset=1, file_id=fid) == Opened(fid, 1, 3, None)
     f.close()
     f = FileFollower(str(log))
     opened = f.start(offset=1, file_id="1:2")
