@@ -111,8 +111,6 @@ class Leaks:
         return running
 
 
-
-
 def become_subreaper() -> None:
     """Adopt orphaned descendants (prctl ``PR_SET_CHILD_SUBREAPER``) instead of init."""
     libc = ctypes.CDLL(None, use_errno=True)
