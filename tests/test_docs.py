@@ -50,7 +50,7 @@ from flask_pine_ws.config import DEFAULTS
 
 from conftest import ServerFactory
 from helpers import wait_until
-from server import Server
+from server import AT_ONCE, LONG_GRACE, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -657,16 +657,18 @@ def _gunicorn_conf(sample: Sample) -> None:
     conf = sample.tmp / "gunicorn.conf.py"
     conf.write_text(sample.block.code, encoding="utf-8")
     _write(_ECHO_APP, sample.tmp, "echoapp")
-    # the command line's -b, -w and --threads (the test harness's) override the file's
-    srv = sample.server("echoapp:app", extra=["--chdir", str(sample.tmp), "-c", str(conf)])
+    # the command line's -b, -w, --threads and --graceful-timeout (the test harness's)
+    # override the file's
+    srv = sample.server("echoapp:app",
+                        extra=["--chdir", str(sample.tmp), "-c", str(conf), *LONG_GRACE])
     with ws(srv, "/echo") as conn:
         assert conn.recv(timeout=TIMEOUT) == "ready"
         started = time.monotonic()
         srv.signal(signal.SIGTERM)
         assert close_code(conn) == 1001
-        # well before gunicorn's graceful timeout (the page's 10 s; the harness's 20 s)
-        assert time.monotonic() - started < 8
-    srv.proc.wait(TIMEOUT)
+        # well before gunicorn's graceful timeout (LONG_GRACE): not waited out
+        assert time.monotonic() - started < AT_ONCE
+    srv.proc.wait(AT_ONCE)
     assert "Traceback" not in srv.log()
 
 

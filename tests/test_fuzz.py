@@ -147,7 +147,7 @@ def _throw(site: Site, path: str, data: bytes, headers: dict[str, str] | None = 
         # every frame arrived whole, our close last: the server answers a bad frame, or
         # our close, with a close frame; dropping the TCP connection is not an answer
         assert closes, f"no close frame came back: {reply[-200:]!r}"
-    if closes:
+    if closes and closes[0]:  # an empty close frame (no code) answers one, as RFC 6455 allows
         assert len(closes[0]) >= 2, closes[0]
         code = struct.unpack("!H", closes[0][:2])[0]
         assert code in ALLOWED_CLOSE, (code, closes[0])
