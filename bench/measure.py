@@ -338,8 +338,10 @@ async def client_capacity(workdir: Path, floor: type[Target], messages: int,
             await wait_for(counter.done.is_set, 120, step=0.01)
             elapsed = (time.monotonic_ns() - t0) / 1e9
             await stream.close()
-            result[name] = {"messages": count, "size": size, "seconds": round(elapsed, 3),
-                            "msgs_s": round(count / elapsed),
+            # rates from what arrived, not from what was asked for
+            result[name] = {"messages": count, "size": size, "received_bytes": counter.total,
+                            "seconds": round(elapsed, 3),
+                            "msgs_s": round(counter.total / size / elapsed),
                             "mb_s": round(counter.total / 1e6 / elapsed, 1)}
     finally:
         await target.stop()

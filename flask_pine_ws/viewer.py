@@ -73,6 +73,11 @@ class BadQuery(ValueError):
     """A query value of the viewer's socket is malformed; the message says which."""
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for a close reason, cut short: a reason holds at most 123 bytes."""
+    return repr(value[:24]) + ("..." if len(value) > 24 else "")
+
+
 def resume_options(query: Mapping[str, str], *, default_lines: int | None,
                    max_lines: int) -> dict[str, Any]:
     """Turn the socket's query string into :func:`watch_file` options.
@@ -89,16 +94,17 @@ def resume_options(query: Mapping[str, str], *, default_lines: int | None,
     file_id = query.get("file")
     lines = query.get("lines")
     if file_id is not None and file_id != "" and not _FILE_ID.match(file_id):
-        raise BadQuery("file must be a file id <dev>:<inode>, as the open message gave it")
+        raise BadQuery(f"file {_shown(file_id)} must be a file id <dev>:<inode>, "
+                       "as the open message gave it")
     if offset is not None:
         if not _UINT.match(offset):
-            raise BadQuery("offset must be a byte offset: a non-negative integer")
+            raise BadQuery(f"offset {_shown(offset)} must be a byte offset: a non-negative integer")
         return {"offset": int(offset), "file_id": file_id or None}
     if file_id:
-        raise BadQuery("file is given without offset: send both to resume")
+        raise BadQuery(f"file {_shown(file_id)} is given without offset: send both to resume")
     if lines is not None:
         if not _UINT.match(lines) or int(lines) > max_lines:
-            raise BadQuery(f"lines must be an integer from 0 to {max_lines}")
+            raise BadQuery(f"lines {_shown(lines)} must be an integer from 0 to {max_lines}")
         return {"lines": int(lines)}
     return {"lines": default_lines} if default_lines is not None else {}
 

@@ -2,60 +2,60 @@
 
 ``server`` starts gunicorn (gthread) or Werkzeug's server in a child process on
 a free port of 127.0.0.1 and stops it after the test. ``no_leaks`` (autouse)
-fails any test that leaves a thread, a file descriptor or a child process
-behind in the test process, the classic bugs of long-lived sockets.
+fails any test that leaves a thread, a file descriptor or a process behind
+in the test process, the classic bugs of long-lived sockets: it compares with
+what was there before the test, so only the test's own leaks count, and the
+test process is a subreaper, so an orphaned grandchild counts too.
+
+Tests that start a real server (the ``server`` fixture, nginx, Chromium, the
+CLI) are marked ``integration``; ``pytest -m "not integration"`` is the fast
+tier of in-process tests.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from leaks import Leaks, become_subreaper
 from server import Server, gunicorn_argv, werkzeug_argv
 
 
-def _fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+def pytest_configure(config: pytest.Config) -> None:
+    become_subreaper()
 
 
-def _children() -> list[int]:
-    me = os.getpid()
-    found = []
-    for task in Path(f"/proc/{me}/task").iterdir():
-        try:
-            found.extend(int(p) for p in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return found
+#: Fixtures that start a real server: a test using one is an integration test.
+SERVER_FIXTURES = frozenset({"server", "confined"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a server fixture starts a real server: it is integration.
+
+    Modules that start servers otherwise (nginx, Chromium, the CLI as a child
+    process) say so themselves with ``pytestmark = pytest.mark.integration``.
+    """
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    threads = set(threading.enumerate())
-    fds = _fds()
+    before = Leaks()
     yield
     deadline = time.monotonic() + 5
     while True:
-        extra_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
-        # a fd opened by the test and still open; listing /proc/self/fd itself
-        # opens one, which the set difference absorbs on both sides
-        extra_fds = [fd for fd in _fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")]
-        children = _children()
-        if not (extra_threads or extra_fds or children) or time.monotonic() > deadline:
+        threads, fds, procs = before.threads_since(), before.fds_since(), before.procs_since()
+        if not (threads or fds or procs) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    details = {
-        fd: os.readlink(f"/proc/self/fd/{fd}") for fd in extra_fds
-        if os.path.exists(f"/proc/self/fd/{fd}")
-    }
-    assert not extra_threads, f"test leaked threads: {extra_threads}"
-    assert not details, f"test leaked file descriptors: {details}"
-    assert not children, f"test leaked child processes: {children}"
+    assert not threads, f"test leaked threads: {threads}"
+    assert not fds, f"test leaked file descriptors: {fds}"
+    assert not procs, f"test leaked processes (pid: state): {procs}"
 
 
 ServerFactory = Callable[..., Server]

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 APPS = Path(__file__).parent / "apps"
@@ -97,13 +98,16 @@ class Server(Loopback):
             raise
         return self.proc
 
-    def restart(self, timeout: float = 15) -> None:
+    def restart(self, timeout: float = 15, between: Callable[[], object] | None = None) -> None:
         """Stop the server (SIGTERM) and start a new one on the same listening socket.
 
         The port stays open in between: a client connecting meanwhile waits in
-        the listener's backlog and is served by the new process.
+        the listener's backlog and is served by the new process. ``between`` is
+        called while no server runs.
         """
         self._end(timeout)
+        if between is not None:
+            between()
         self._spawn()
 
     def log(self) -> str:
@@ -135,6 +139,14 @@ class Server(Loopback):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers, if any
         except ProcessLookupError:
             pass
+
+
+#: Extra gunicorn options: a graceful timeout far beyond any wait of a test, so that a
+#: worker closing its sockets at once on SIGTERM is told from one waiting the timeout
+#: out with a generous bound (a minute) instead of a tight clock.
+LONG_GRACE = ["--graceful-timeout", "120"]
+#: The bound on "at once" with LONG_GRACE: half its graceful timeout.
+AT_ONCE = 60.0
 
 
 def gunicorn_argv(app: str, *, threads: int = 32, workers: int = 1,

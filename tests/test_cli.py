@@ -23,6 +23,9 @@ from flask_pine_ws.cli import build_parser, names_for
 
 from helpers import connect, http_get, wait_until
 
+# the command line as a child process, most of them serving
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).parent.parent
 
 

@@ -28,6 +28,9 @@ from helpers import connect, http_get
 from nginx import nginx_in_front, recommended_site
 from server import Server
 
+# nginx in front of gunicorn, both child processes
+pytestmark = pytest.mark.integration
+
 SUB = ["pine.watch.v1"]
 
 

@@ -1,21 +1,22 @@
 """The docs: every code sample runs as written, and the site builds with warnings as errors.
 
-Samples are the fenced ``python`` blocks of the Markdown pages in ``docs/``
-(other people's pages included). Each is written to a module of its own in a
-temporary directory and run in a child process, exactly as printed:
+Samples are the fenced code blocks of the Markdown pages in ``docs/`` and of
+the README, found at any indentation (inside a list item too). Each block is
+preceded, on the line before its fence, by one of two markers:
 
-- a block with no tag is imported (``python -c "import docsample"``) and must
-  exit 0: it defines an app, a hook, a config, and none of it may fail;
-- a block preceded by ``<!-- test: NAME -->`` is checked by ``CHECKS[NAME]``
-  below, which usually serves the sample under gunicorn (its module is the app
-  module, the temporary directory gunicorn's working directory) and talks to it
-  with a real WebSocket client, asserting what the page says happens;
-- ``<!-- test: client -->`` marks a client sample, run by the check of the
-  server sample before it with the page's address replaced by the server's.
+- ``<!-- test: NAME -->``: the block runs, checked by ``CHECKS[NAME]`` below,
+  which usually serves the sample under gunicorn (its module is the app module,
+  a temporary directory gunicorn's working directory) and talks to it with a
+  real client, asserting what the page says happens. Shell blocks run too, with
+  the page's port replaced by a free one, and are probed the same way;
+- ``<!-- not run: REASON -->``: the block cannot run here, and REASON (not
+  empty) says why: it installs software, changes the machine, is another
+  language's example, or is output rather than code.
 
-A tag without a check, or a check no page uses, fails: a sample cannot drop out
-of the tests unnoticed. The nginx sample of the deployment page is checked by
-``nginx -t``, and the site itself by ``sphinx-build -W``.
+A block with neither marker fails (an untagged ``python`` block included), as
+do a tag without a check and a check no page uses: a sample cannot drop out of
+the tests unnoticed. MyST directives (```` ```{toctree} ````) are not samples;
+the site, with them, is built by ``sphinx-build -W``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +49,13 @@ import flask_pine_ws
 from flask_pine_ws.config import DEFAULTS
 
 from conftest import ServerFactory
-from server import Server
+from helpers import wait_until
+from server import AT_ONCE, LONG_GRACE, Server
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DOCS = ROOT / "docs"
 #: What the quickstart's samples call the server; a check puts the test server's address there.
 DOC_ADDRESS = "127.0.0.1:5000"
@@ -65,41 +71,56 @@ class Block:
     lang: str
     tag: str | None
     code: str
+    #: Why the block is not run (``<!-- not run: REASON -->``), or ``None``.
+    not_run: str | None = None
 
     @property
     def id(self) -> str:
         return f"{self.page}:{self.line}"
 
 
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([^\s`]*)")
+_FENCE = re.compile(r"^([ \t]*)(`{3,}|~{3,})\s*([^\s`]*)")
 _TAG = re.compile(r"^<!--\s*test:\s*([\w-]+)\s*-->$")
+_NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.*?)\s*-->$")
 
 
-def _blocks_of(page: Path) -> Iterator[Block]:
-    lines = page.read_text(encoding="utf-8").splitlines()
+def _blocks_of(text: str, page: str) -> Iterator[Block]:
+    lines = text.splitlines()
     i = 0
     while i < len(lines):
         opened = _FENCE.match(lines[i])
         if not opened:
             i += 1
             continue
-        fence, lang = opened.groups()
+        indent, fence, lang = opened.groups()
         previous = lines[i - 1].strip() if i else ""
         tag = _TAG.match(previous)
+        not_run = _NOT_RUN.match(previous)
         end = i + 1
-        while end < len(lines) and lines[end].strip() != fence:
+        # closed by a fence of the same character, at least as long, with nothing after it
+        while end < len(lines) and not (
+                lines[end].strip().startswith(fence)
+                and set(lines[end].strip()) == {fence[0]}):
             end += 1
-        yield Block(page.relative_to(DOCS).as_posix(), i + 1, lang.lower(),
-                    tag.group(1) if tag else None, "\n".join(lines[i + 1:end]) + "\n")
+        code = textwrap.dedent("\n".join(
+            line[len(indent):] if line.startswith(indent) else line
+            for line in lines[i + 1:end]))
+        yield Block(page, i + 1, lang.lower(), tag.group(1) if tag else None,
+                    code + "\n", not_run.group(1) if not_run else None)
         i = end + 1
 
 
 def all_blocks() -> list[Block]:
     pages = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
-    return [block for page in pages for block in _blocks_of(page)]
+    found = [block for page in pages
+             for block in _blocks_of(page.read_text(encoding="utf-8"),
+                                     page.relative_to(DOCS).as_posix())]
+    readme = ROOT / "README.md"
+    return found + list(_blocks_of(readme.read_text(encoding="utf-8"), readme.name))
 
 
-BLOCKS = all_blocks()
+#: Every sample; MyST directives (```{toctree}```) are markup, not samples.
+BLOCKS = [b for b in all_blocks() if not b.lang.startswith("{")]
 PYTHON = [b for b in BLOCKS if b.lang in ("python", "py")]
 
 
@@ -141,6 +162,13 @@ class Sample:
             if block.page == self.block.page and block.line > self.block.line and block.tag == tag:
                 return block
         raise AssertionError(f"no block tagged {tag!r} after {self.block.id}")
+
+    def previous_block(self, tag: str) -> Block:
+        """The last block tagged ``tag`` before this one on the same page."""
+        for block in reversed(BLOCKS):
+            if block.page == self.block.page and block.line < self.block.line and block.tag == tag:
+                return block
+        raise AssertionError(f"no block tagged {tag!r} before {self.block.id}")
 
 
 def ws(srv: Server, path: str, **kwargs: Any) -> ClientConnection:
@@ -191,16 +219,101 @@ def _echo(sample: Sample) -> None:
     with ws(srv, "/echo") as conn:
         conn.send(b"\x00\xffbinary")
         assert conn.recv(timeout=TIMEOUT) == b"\x00\xffbinary"
-    client = sample.next_block("client")
-    done = _run(client.code.replace(DOC_ADDRESS, f"127.0.0.1:{srv.port}"), sample.tmp)
+        conn.send("text")
+        assert conn.recv(timeout=TIMEOUT) == "text"
+
+
+def _run_client(code: str, port: int, cwd: Path) -> None:
+    """Run the page's client sample against ``port``: it prints what the echo route sent."""
+    assert DOC_ADDRESS in code, "a client sample talks to the page's address"
+    done = _run(code.replace(DOC_ADDRESS, f"127.0.0.1:{port}"), cwd)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "hello\n"
 
 
 @check("client")
 def _client(sample: Sample) -> None:
-    """Run by the check of the server sample before it (see ``_echo``)."""
-    assert DOC_ADDRESS in sample.block.code, "a client sample talks to the page's address"
+    """The client sample, against the server sample before it, served under gunicorn."""
+    srv = Sample(sample.previous_block("echo"), sample.tmp, sample.server).serve()
+    _run_client(sample.block.code, srv.port, sample.tmp)
+
+
+def _commands(block: Block) -> list[str]:
+    """The commands of a shell block: its lines without comments, blank lines, prompts."""
+    lines = (line.split("#", 1)[0].strip() for line in block.code.splitlines())
+    return [line.removeprefix("$ ") for line in lines if line]
+
+
+@contextmanager
+def serving_command(command: str, cwd: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a page's shell command that serves on ``port``, until it listens; stop it after.
+
+    The command runs as printed, through ``sh``, with this interpreter's
+    ``bin`` directory first on ``PATH`` (its ``flask``, ``gunicorn`` and
+    ``flask-pine-ws`` scripts) and the checkout importable.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    log = cwd / f"command-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"{command!r} exited:\n{log.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{command!r} not listening:\n{log.read_text()}"
+                time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker left behind, if any
+        except ProcessLookupError:
+            pass
+
+
+@check("serve-echo")
+def _serve_echo(sample: Sample) -> None:
+    """Both commands of the page serve its echo app: the client sample gets its echo."""
+    _write(sample.previous_block("echo").code, sample.tmp, "echo")
+    client = sample.next_block("client")
+    commands = _commands(sample.block)
+    assert [c.split()[0] for c in commands] == ["flask", "gunicorn"], commands
+    for command in commands:
+        assert "5000" in command, command
+        port = _free_port()
+        with serving_command(command.replace("5000", str(port)), sample.tmp, port):
+            _run_client(client.code, port, sample.tmp)
+
+
+@check("cli-serve")
+def _cli_serve(sample: Sample) -> None:
+    """Each command of the page serves the files it names, each on a page of its own."""
+    for name in ("app.log", "worker.log"):
+        (sample.tmp / name).write_text(f"a line of {name}\n")
+    commands = _commands(sample.block)
+    assert len(commands) == 2, commands
+    for command in commands:
+        port = _free_port()
+        command = command.replace("/var/log/", f"{sample.tmp}/")
+        command = (command.replace("--port 9001", f"--port {port}") if "--port" in command
+                   else f"{command} --port {port}")
+        with serving_command(command, sample.tmp, port):
+            status, index = _http_status(f"http://127.0.0.1:{port}/")
+            assert status == 200 and '"/app.log"' in index, index
+            with ws_at(f"ws://127.0.0.1:{port}/ws/app.log") as conn:
+                receive_text(conn, "a line of app.log\n")
 
 
 @check("logs")
@@ -353,8 +466,11 @@ def _watch(sample: Sample) -> None:
     log = logs / "app.log"
     srv = sample.serve()
     logs.mkdir()
+    (pid,) = srv.worker_pids()
     with ws(srv, "/ws/app?lines=2") as conn:  # the file does not exist yet: waited for
-        time.sleep(0.3)
+        # created once the worker watches its directory, not after a guessed sleep
+        wait_until(lambda: logs.stat().st_ino in _watched_inodes(pid), timeout=TIMEOUT,
+                   message="the worker watching logs/")
         log.write_text("one\ntwo\nthree\n")
         receive_text(conn, "one\ntwo\nthree\n")  # a new file: from byte 0
     with ws(srv, "/ws/app?lines=2") as conn:
@@ -368,7 +484,6 @@ def _watch(sample: Sample) -> None:
         log.write_text("first of the new\n")
         receive_text(conn, "last of the old\nfirst of the new\n")
         log.write_text("")  # truncation (copytruncate)
-        time.sleep(0.5)
         with log.open("a") as f:
             f.write("after\n")
         receive_text(conn, "after\n")
@@ -380,6 +495,143 @@ def _watch(sample: Sample) -> None:
             conn.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         assert closed.value.rcvd.reason == "path outside the allowed watch roots"
+
+
+def _watched_inodes(pid: int) -> set[int]:
+    """The inodes process ``pid`` has inotify watches on (its ``fdinfo``)."""
+    found = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        found.update(int(m, 16) for m in re.findall(r"^inotify wd:\S+ ino:([0-9a-f]+)", text, re.M))
+    return found
+
+
+@check("overview")
+def _overview(sample: Sample) -> None:
+    """The first sample of the site and the README: an echo room and a live log."""
+    (sample.tmp / "server.log").write_text("booted\n")
+    srv = sample.serve()
+    with ws(srv, "/ws/lobby") as conn:
+        conn.send("hi")
+        assert conn.recv(timeout=TIMEOUT) == "hi"
+    with ws(srv, "/logs") as conn:
+        receive_text(conn, "booted\n")
+        with (sample.tmp / "server.log").open("a") as f:
+            f.write("and a new line\n")
+        receive_text(conn, "and a new line\n")
+
+
+@check("pine-watch")
+def _pine_watch(sample: Sample) -> None:
+    (sample.tmp / "server.log").write_text("started\n")
+    srv = sample.serve()
+    with ws(srv, "/ws") as conn:
+        receive_text(conn, "started\n")
+        with (sample.tmp / "server.log").open("a") as f:
+            f.write("then this\n")
+        receive_text(conn, "then this\n")
+    assert "Traceback" not in srv.log()
+
+
+@check("viewer-mount")
+def _viewer_mount(sample: Sample) -> None:
+    (sample.tmp / "server.log").write_text("hello viewer\n")
+    srv = sample.serve()
+    status, listing = _http_status(srv.url + "/logs/")
+    assert status == 200 and "server" in listing
+    status, page = _http_status(srv.url + "/logs/server")
+    assert status == 200 and "viewer.js" in page
+    with ws(srv, "/logs/ws/server") as conn:
+        receive_text(conn, "hello viewer\n")
+
+
+_VIEWER_APP = """
+from flask import Flask
+
+from flask_pine_ws import FlaskPineWS
+
+app = Flask(__name__)
+pine = FlaskPineWS(app)
+app.register_blueprint(pine.viewer({"app": "app.log"}), url_prefix="/logs")
+"""
+
+
+@check("resume-client")
+def _resume_client(sample: Sample) -> None:
+    """The page's resuming client, run as printed against the viewer's socket, through a
+    server restart and a rotation: what it prints is the files' bytes, each once."""
+    log = sample.tmp / "app.log"
+    log.write_text("first\n")
+    _write(_VIEWER_APP, sample.tmp, "viewerapp")
+    srv = sample.server("viewerapp:app", extra=["--chdir", str(sample.tmp)])
+    script = sample.block.code + "\n\nimport sys\n\nfollow(sys.argv[1])\n"
+    _write(script, sample.tmp, "follower")
+    out = sample.tmp / "follower.out"
+    printed = lambda: out.read_text(encoding="utf-8")  # noqa: E731
+    with out.open("wb") as sink:
+        client = subprocess.Popen(
+            [sys.executable, str(sample.tmp / "follower.py"), f"{srv.ws_url}/logs/ws/app"],
+            cwd=sample.tmp, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        def shows(text: str) -> Callable[[], bool]:
+            return lambda: client.poll() is None and printed().endswith(text)
+
+        wait_until(shows("first\n"), timeout=TIMEOUT, message="the first line printed")
+        with log.open("a") as f:
+            f.write("second\n")
+        wait_until(shows("second\n"), timeout=TIMEOUT, message="an appended line printed")
+        def append_third() -> None:
+            with log.open("a") as f:
+                f.write("third, while it was away\n")
+
+        # the client is closed with 1001 and comes back with its offset
+        srv.restart(between=append_third)
+        wait_until(shows("third, while it was away\n"), timeout=TIMEOUT,
+                   message="the line written during the restart printed")
+        log.rename(sample.tmp / "app.log.1")
+        log.write_text("fourth, in the new file\n")
+        wait_until(shows("fourth, in the new file\n"), timeout=TIMEOUT,
+                   message="the new file's line printed")
+    finally:
+        client.kill()
+        client.wait(TIMEOUT)
+    assert printed() == ("first\nsecond\nthird, while it was away\n"
+                         "\n--- renamed ---\n"
+                         "fourth, in the new file\n"), printed()
+
+
+@check("browser-echo")
+def _browser_echo(sample: Sample) -> None:
+    """The page's browser snippet, in headless Chromium, on a page of the echo server."""
+    from playwright.sync_api import ConsoleMessage, sync_playwright
+
+    srv = Sample(sample.previous_block("echo"), sample.tmp, sample.server).serve()
+    logged: list[str] = []
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "log":  # not the browser's own notes, such as the page's 404
+            logged.append(message.text)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(srv.url + "/echo")  # any page of the same site (a 404 here)
+            page.evaluate("() => {\n" + sample.block.code + "}")
+            deadline = time.monotonic() + TIMEOUT
+            while "hello" not in logged:
+                assert time.monotonic() < deadline, (logged, errors)
+                page.wait_for_timeout(50)
+        finally:
+            browser.close()
+    assert not errors and logged == ["hello"], (logged, errors)
 
 
 _ECHO_APP = """
@@ -405,16 +657,18 @@ def _gunicorn_conf(sample: Sample) -> None:
     conf = sample.tmp / "gunicorn.conf.py"
     conf.write_text(sample.block.code, encoding="utf-8")
     _write(_ECHO_APP, sample.tmp, "echoapp")
-    # the command line's -b, -w and --threads (the test harness's) override the file's
-    srv = sample.server("echoapp:app", extra=["--chdir", str(sample.tmp), "-c", str(conf)])
+    # the command line's -b, -w, --threads and --graceful-timeout (the test harness's)
+    # override the file's
+    srv = sample.server("echoapp:app",
+                        extra=["--chdir", str(sample.tmp), "-c", str(conf), *LONG_GRACE])
     with ws(srv, "/echo") as conn:
         assert conn.recv(timeout=TIMEOUT) == "ready"
         started = time.monotonic()
         srv.signal(signal.SIGTERM)
         assert close_code(conn) == 1001
-        # well before gunicorn's graceful timeout (the page's 10 s; the harness's 20 s)
-        assert time.monotonic() - started < 8
-    srv.proc.wait(TIMEOUT)
+        # well before gunicorn's graceful timeout (LONG_GRACE): not waited out
+        assert time.monotonic() - started < AT_ONCE
+    srv.proc.wait(AT_ONCE)
     assert "Traceback" not in srv.log()
 
 
@@ -568,13 +822,38 @@ def test_every_tag_has_a_check_and_every_check_a_sample() -> None:
     assert set(CHECKS) - tags == set(), "a check has no sample left"
 
 
-@pytest.mark.parametrize("block", [b for b in PYTHON if b.tag is None], ids=lambda b: b.id)
-def test_sample_runs(block: Block, tmp_path: Path) -> None:
-    _write(block.code, tmp_path)
-    done = subprocess.run([sys.executable, "-c", "import docsample"], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"{block.id} failed:\n{done.stderr}"
+def test_every_block_runs_or_says_why_not() -> None:
+    unmarked = [b.id for b in BLOCKS if b.tag is None and b.not_run is None]
+    assert unmarked == [], "blocks with neither <!-- test: NAME --> nor <!-- not run: REASON -->"
+    assert [b.id for b in BLOCKS if b.not_run == ""] == [], "a not-run marker needs a reason"
+    # the samples a reader copies first all run
+    assert all(b.tag for b in PYTHON), [b.id for b in PYTHON if not b.tag]
+
+
+def test_the_parser_finds_what_a_page_holds() -> None:
+    """Fences at any indentation, markers, and a block left unmarked are all found."""
+    page = textwrap.dedent("""\
+        <!-- test: echo -->
+        ```python
+        x = 1
+        ```
+
+        - in a list:
+
+          <!-- not run: a reason -->
+          ~~~~sh
+          ls
+          ~~~~
+
+          ```python
+          y = 2
+          ```
+        """)
+    found = list(_blocks_of(page, "p.md"))
+    assert [(b.line, b.lang, b.tag, b.not_run, b.code) for b in found] == [
+        (2, "python", "echo", None, "x = 1\n"),
+        (9, "sh", None, "a reason", "ls\n"),
+        (13, "python", None, None, "y = 2\n")]
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.tag], ids=lambda b: f"{b.tag}@{b.id}")
@@ -655,6 +934,7 @@ def test_cli_page_lists_every_option() -> None:
             assert row and row.group(1) == str(action.default), action.option_strings[0]
 
 
+@pytest.mark.integration  # a whole Sphinx run: a third of the fast tier's time budget
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",

@@ -124,12 +124,12 @@ def test_1000_watchers_of_one_file_on_one_worker_get_every_line(server: ServerFa
     figures = asyncio.run(_fan_out(srv, log, count))
     print(f"\n1000 watchers: {figures}")
     assert figures["nofile"][0] >= 3 * count + 100, "the worker's fd limit is the test's"
-    if figures["inotify_refused"]:
-        # the user's inotify instances were used up by other programs of the machine
-        # (a benchmark's `tail -F` per client, say): the worker polls, and holds none
-        assert (figures["inotify_instances"], figures["inotify_watches"]) == (0, 0)
-    else:
-        assert (figures["inotify_instances"], figures["inotify_watches"]) == (1, 1)
+    # one inotify instance and one watch for 1000 watchers; no way around it: if other
+    # programs used up the user's instances, this cannot be shown, and the test says so
+    assert not figures["inotify_refused"], (
+        f"inotify refused ({figures['inotify_refused']}): free some of the user's "
+        "instances (fs.inotify.max_user_instances) to run this test")
+    assert (figures["inotify_instances"], figures["inotify_watches"]) == (1, 1)
     assert figures["fds"] <= 3 * count + 100  # the sizing rule of docs/robustness.md
     # a pool thread and a reader thread per socket, a few more for the process
     assert count * 2 <= figures["threads"] <= count * 2 + 60
@@ -247,7 +247,8 @@ def test_5000_connect_and_drop_cycles_leave_nothing_behind(server: ServerFactory
     # warm-up: the pool's threads are created, the observer started once
     asyncio.run(_churn(srv.port, "/logs/ws/app?lines=0", 100, canary_url, log))
     before = asyncio.run(canary_only())
-    assert before["live"] == 1 and before["inotify_watches"] in (0, 1)  # 0: polling
+    assert before["live"] == 1
+    assert (before["inotify_instances"], before["inotify_watches"]) == (1, 1), before
     figures = asyncio.run(_churn(srv.port, "/logs/ws/app?lines=0", 5000, canary_url, log))
     print(f"\nchurn: {figures}")
     assert figures["seconds"] < 200

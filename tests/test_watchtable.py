@@ -21,7 +21,7 @@ import pytest
 from flask_pine_ws.errors import PineWSError
 from flask_pine_ws.watchtable import Subscription, WatchTable, parse_polling
 
-WAIT = 5.0  # generous: a noisy shared machine
+WAIT = 30.0  # generous: a noisy shared machine
 # inotify instances are capped per user (128), and this machine's user is shared
 INOTIFY_REFUSED = "inotify refused here (per-user instance limit?): the table fell back to polling"
 
@@ -49,10 +49,29 @@ def signalled(event: threading.Event) -> bool:
     return ok
 
 
-def settle(event: threading.Event) -> None:
-    """Let the signals of earlier changes arrive, then forget them."""
-    time.sleep(0.3)
-    event.clear()
+def settle(table: WatchTable, directory: Path, *events: threading.Event) -> None:
+    """Let the signals of earlier changes in ``directory`` arrive, then forget them.
+
+    No sleep: a change to a sentinel file is signalled after them. With inotify
+    the sentinel is in the same directory (one watch delivers its events in
+    order); polling looks at every path in each tick, so the sentinel is
+    elsewhere (a change in ``directory`` would be one more to forget), and it
+    is changed twice, so that a tick under way at the first change is over.
+    """
+    polling = table.stats()["mode"] == "polling"
+    place = directory.parent / f"{directory.name}-settle" if polling else directory
+    place.mkdir(exist_ok=True)
+    mark = threading.Event()
+    sub = table.subscribe(str(place / ".settle"), mark)
+    try:
+        for n in range(2):
+            mark.clear()
+            (place / ".settle").write_text(str(n))
+            assert mark.wait(WAIT), "the sentinel's change was not signalled"
+    finally:
+        table.unsubscribe(sub)
+    for event in events:
+        event.clear()
 
 
 def test_one_observer_one_watch_per_directory(table: WatchTable, tmp_path: Path) -> None:
@@ -70,7 +89,7 @@ def test_one_observer_one_watch_per_directory(table: WatchTable, tmp_path: Path)
         table.unsubscribe(sub)
     assert table.stats()["watches"] == 2  # one subscriber keeps the directory watched
     # the remaining subscriber still hears its file (its handler survived the others leaving)
-    settle(events[29])
+    settle(table, tmp_path, events[29])
     (tmp_path / "f2.log").write_text("x")
     assert signalled(events[29])
     table.unsubscribe(subs[29])
@@ -81,8 +100,7 @@ def test_signals_only_subscribers_of_that_name(table: WatchTable, tmp_path: Path
     a, b = threading.Event(), threading.Event()
     table.subscribe(str(tmp_path / "a.log"), a)
     table.subscribe(str(tmp_path / "b.log"), b)
-    settle(a)
-    settle(b)
+    settle(table, tmp_path, a, b)
     (tmp_path / "a.log").write_text("x")
     assert signalled(a)
     assert not b.wait(0.5)
@@ -105,15 +123,12 @@ def test_relayed_subscribers_signal_their_relay_once(table: WatchTable, tmp_path
 
     table.relay(subs, relay)
     assert table.stats()["relayed"] == 50
-    time.sleep(0.3)
-    for e in (*events, own):
-        e.clear()
+    settle(table, tmp_path, *events, own, relay_event)
     calls.clear()
-    relay_event.clear()
     with log.open("a") as f:
         f.write("y")
     assert signalled(relay_event) and signalled(own)
-    time.sleep(0.3)
+    settle(table, tmp_path)  # every event of the write has been handled
     # one modify event (plus at most the close event): one call each, not one per subscriber
     assert 1 <= len(calls) <= 2, calls
     assert not any(e.is_set() for e in events)
@@ -153,12 +168,12 @@ def test_rename_remove_create_all_signal(table: WatchTable, tmp_path: Path) -> N
     log.write_text("x")
     ev = threading.Event()
     table.subscribe(str(log), ev)
-    settle(ev)
+    settle(table, tmp_path, ev)
     log.rename(tmp_path / "app.log.1")
     assert signalled(ev)
     log.write_text("new")
     assert signalled(ev)
-    settle(ev)
+    settle(table, tmp_path, ev)
     log.unlink()
     assert signalled(ev)
 
@@ -170,7 +185,7 @@ def test_missing_directories_are_followed_down_as_they_appear(
     sub = table.subscribe(str(path), ev)
     assert table.stats()["mode"] == "inotify", INOTIFY_REFUSED
     assert table.stats()["dirs"] == [str(tmp_path)]
-    settle(ev)
+    settle(table, tmp_path, ev)
     (tmp_path / "a").mkdir()
     assert signalled(ev) and sub.needs_refresh
     table.refresh(sub)
@@ -179,7 +194,7 @@ def test_missing_directories_are_followed_down_as_they_appear(
     assert signalled(ev)
     table.refresh(sub)
     assert table.stats()["dirs"] == [str(tmp_path / "a" / "b")]
-    settle(ev)
+    settle(table, tmp_path / "a" / "b", ev)
     path.write_text("x")
     assert signalled(ev)
 
@@ -190,7 +205,7 @@ def test_directory_removed_and_created_again(table: WatchTable, tmp_path: Path) 
     ev = threading.Event()
     sub = table.subscribe(str(d / "app.log"), ev)
     assert table.stats()["mode"] == "inotify", INOTIFY_REFUSED
-    settle(ev)
+    settle(table, d, ev)
     shutil.rmtree(d)
     assert signalled(ev)
     table.refresh(sub)
@@ -199,7 +214,7 @@ def test_directory_removed_and_created_again(table: WatchTable, tmp_path: Path) 
     assert signalled(ev)
     table.refresh(sub)
     assert table.stats()["dirs"] == [str(d)]
-    settle(ev)
+    settle(table, d, ev)
     (d / "app.log").write_text("again")
     assert signalled(ev)
 
@@ -209,7 +224,7 @@ def test_polling_follows_missing_directories_down(tmp_path: Path) -> None:
     ev = threading.Event()
     sub = t.subscribe(str(tmp_path / "a" / "app.log"), ev)
     try:
-        settle(ev)
+        settle(t, tmp_path, ev)
         (tmp_path / "a").mkdir()
         assert signalled(ev) and sub.needs_refresh
         t.refresh(sub)
@@ -225,13 +240,13 @@ def test_polling_mode_signals_changes(tmp_path: Path) -> None:
     sub = t.subscribe(str(log), ev)
     try:
         assert t.stats()["mode"] == "polling" and t.stats()["observers"] == 0
-        settle(ev)
+        settle(t, tmp_path, ev)
         assert not ev.wait(0.5)  # missing and known missing: nothing to say
         log.write_text("x")
         assert signalled(ev)
         st = log.stat()
         sub.known = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # the watcher read it all
-        settle(ev)
+        settle(t, tmp_path, ev)
         assert not ev.wait(0.5)
         with log.open("a") as out:
             out.write("more")
@@ -250,8 +265,7 @@ def test_safety_check_wakes_only_subscribers_behind(table: WatchTable, tmp_path:
     s2 = table.subscribe(str(log), current)
     s1.known = (st.st_dev, st.st_ino, 2, st.st_mtime_ns)
     s2.known = (st.st_dev, st.st_ino, 5, st.st_mtime_ns)
-    settle(behind)
-    settle(current)
+    settle(table, tmp_path, behind, current)
     assert table.check() == 1
     assert behind.is_set() and not current.is_set()
     behind.clear()
