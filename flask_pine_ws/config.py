@@ -58,6 +58,11 @@ DEFAULTS: dict[str, Any] = {
     # watch_file: watchers caught up with a file share one reader thread and
     # one frame per append (the broadcast hub); False: each reads for itself.
     "PINE_WS_BROADCAST": True,
+    # Open WebSockets per client address (request.remote_addr: the proxy's
+    # forwarded address under ProxyFix) in one worker; past it the handshake
+    # gets 429. 0: no cap (behind a proxy without ProxyFix, every client has
+    # the proxy's address).
+    "PINE_WS_MAX_PER_ADDRESS": 0,
 }
 
 #: A ``check_origin`` callable: ``(origin, request) -> bool``.

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Flask, Request, Response, current_app, request
 from werkzeug.datastructures import MultiDict
 
-from . import shutdown
+from . import limits, shutdown
 from .config import DEFAULTS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -113,6 +113,7 @@ class FlaskPineWS:
     ``PINE_WS_SAFETY_INTERVAL``    ``30.0`` seconds between safety checks
     ``PINE_WS_WATCH_ROOTS``        ``None``: directories watch_file may read
     ``PINE_WS_BROADCAST``          ``True``: one read and frame per append for all
+    ``PINE_WS_MAX_PER_ADDRESS``    ``0``: open WebSockets per client address; past: 429
     ============================== ===========================================
     """
 
@@ -232,7 +233,7 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             conn.finish()
         return _SocketTakenOver(conn.mode)
 
-    return view
+    return limits.capped(view)
 
 
 def _run(handler: Handler, conn: Conn, ctx: Ctx, cfg: Config, app: Flask) -> None:

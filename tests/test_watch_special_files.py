@@ -148,7 +148,7 @@ def test_a_file_replaced_by_a_fifo_is_waited_past(server: ServerFactory, tmp_pat
         os.rename(tmp_path / "new", log)
         for client in (ws, other):
             rotated = json.loads(client.recv(timeout=20))
-            assert (rotated["event"], rotated["how"]) == ("rotated", "renamed")  # the old file's fate
+            assert (rotated["event"], rotated["how"]) == ("rotated", "renamed")
             assert client.recv(timeout=20) == b"three\n"
     wait_until(lambda: live(srv) == 0, message="no watcher left")
     log_text = srv.log()
