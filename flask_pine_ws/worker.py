@@ -9,16 +9,27 @@ script, take every thread of a worker, and every other client waits
 thread keeps it alive), nor ``--keep-alive`` (it covers connections between
 requests, in the poller, not a request being read).
 
-:class:`ThreadWorker` is ``gthread`` plus a deadline: from the moment a
-thread takes a connection, the request line and every header must be in
-within ``PINE_WS_HEADER_TIMEOUT`` seconds (an environment variable of the
-gunicorn process, default 10). Past it, the worker answers
-``408 Request Timeout`` and shuts the socket down, which ends the blocked
-read at once and frees the thread. The deadline is a whole-request bound, not
-one per read: a client trickling one byte a second is cut off as well. Once
-the headers are in, it is lifted: a WebSocket then lives as long as it
-likes. One thread per worker keeps the deadlines (a heap; it sleeps until
-the earliest).
+:class:`ThreadWorker` is ``gthread`` with two changes:
+
+- A new plain-TCP connection gets no thread to *wait* for its headers: the
+  thread reads what has arrived without blocking, and while the end of the
+  headers (a blank line) is not there, the connection goes back to
+  gunicorn's poller (as gunicorn does with a connection that sent nothing),
+  the bytes kept; the thread is free at once. Only a complete head goes to
+  gunicorn's parser (through its own ``unread``, as gunicorn does with an
+  HTTP/2 preface). A client silent for gunicorn's ``--keep-alive`` in the
+  meantime is dropped by gunicorn.
+- A deadline: the request line and every header must be in within
+  ``PINE_WS_HEADER_TIMEOUT`` seconds (an environment variable of the
+  gunicorn process, default 10) of the connection's first look, else the
+  worker answers ``408 Request Timeout`` and closes it. The deadline is a
+  whole-request bound, not one per read: a client trickling a byte a second
+  is cut off as well. For what still reads headers in a thread (TLS, whose
+  handshake comes first; a second request on a kept-alive connection;
+  HTTP/2 prior knowledge) a thread per worker shuts the socket down at the
+  deadline (a heap; it sleeps until the earliest), which ends the blocked
+  read at once. Once the headers are in, the deadline is lifted: a
+  WebSocket then lives as long as it likes.
 
 Use it with any gunicorn configuration::
 
@@ -39,7 +50,21 @@ import threading
 import time
 from typing import Any
 
+from gunicorn.workers import gthread as _gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
+
+try:
+    from gunicorn.http2.negotiation import prior_knowledge_allowed as _h2_prior_knowledge
+except ImportError:  # gunicorn < 24: no HTTP/2
+    _h2_prior_knowledge = None
+
+#: What ``handle`` returns to put a connection back in gunicorn's poller until it is readable:
+#: gunicorn >= 24 has a marker for it; before, a kept-alive connection went back the same way.
+_BACK_TO_POLLER: Any = getattr(_gthread, "_DEFER", True)
+
+#: Bytes of request head read ahead before the rest is left to gunicorn's parser (its own
+#: limits then apply: ``limit_request_line``, ``limit_request_fields``, ...).
+HEAD_READ_AHEAD = 64 * 1024
 
 #: The deadline's default, in seconds (nginx's ``client_header_timeout`` is 60; 10 is ample
 #: for any real client, and short enough that a flood of stalled ones frees threads quickly).
@@ -120,6 +145,26 @@ class HeaderDeadlines:
                 self._lock.wait(wait)
 
 
+def _read_available(sock: socket.socket, head: bytearray) -> bool | None:
+    """Append what ``sock`` has now to ``head``, without blocking.
+
+    :returns: whether the head is complete (a blank line, or more than
+        :data:`HEAD_READ_AHEAD` bytes: the parser decides), ``None`` when the
+        peer closed.
+    """
+    while True:
+        try:
+            chunk = sock.recv(HEAD_READ_AHEAD, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return None
+        start = max(0, len(head) - 3)
+        head += chunk
+        if b"\r\n\r\n" in head[start:] or b"\n\n" in head[start:] or len(head) > HEAD_READ_AHEAD:
+            return True
+
+
 def _cut_off(sock: socket.socket) -> None:
     """Tell the client 408 (if its buffer takes it at once) and end the blocked read."""
     try:
@@ -145,11 +190,40 @@ class ThreadWorker(_GThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
 
     def handle(self, conn: Any) -> Any:
         deadlines: HeaderDeadlines = self.header_deadlines
+        if not getattr(conn, "initialized", True) and self._reads_head_itself(conn):
+            head: bytearray | None = getattr(conn, "pine_head", None)
+            if head is None:
+                head = conn.pine_head = bytearray()
+                conn.pine_due = time.monotonic() + deadlines.timeout
+            try:
+                ended = _read_available(conn.sock, head)
+            except OSError:
+                return False  # reset: gunicorn closes it
+            if ended is None:
+                return False  # closed by the client before its headers were in
+            if not ended:
+                if time.monotonic() >= conn.pine_due:
+                    deadlines.expired += 1
+                    _cut_off(conn.sock)
+                    return False
+                return _BACK_TO_POLLER  # no thread waits for the rest
+            conn.init()  # the parser, on a blocking socket
+            conn.parser.unreader.unread(bytes(head))
+            conn.pine_head = None
+            conn.data_ready = True  # gunicorn must not wait for more before parsing
         deadlines.arm(conn)
         try:
             return super().handle(conn)
         finally:
             deadlines.disarm(conn)
+
+    def _reads_head_itself(self, conn: Any) -> bool:
+        """A new plain HTTP/1 connection: read its head here (see the module docstring)."""
+        if self.cfg.is_ssl:
+            return False  # the TLS handshake comes first, in gunicorn's conn.init()
+        if _h2_prior_knowledge is not None and _h2_prior_knowledge(self.cfg, conn.client):
+            return False  # gunicorn sniffs the HTTP/2 preface from the socket itself
+        return True
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         # The request line and headers are in: from here the app decides how long it takes.
