@@ -70,9 +70,9 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .follower import Chunk, FileFollower, Item
+from .follower import Chunk, FileFollower, Item, Position
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -80,8 +80,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: What a watcher's messages carry: ``"bytes"`` (binary and framed watchers) or ``"text"``.
+PayloadKind = Literal["text", "bytes"]
+
 #: WebSocket opcodes (RFC 6455 5.2) of the payload kinds.
-_OPCODES = {"text": 0x1, "bytes": 0x2}
+_OPCODES: dict[PayloadKind, int] = {"text": 0x1, "bytes": 0x2}
 
 #: Seconds the hubs' thread waits with no signal before every hub looks again (a hang guard only).
 _IDLE_WAIT = 60.0
@@ -89,10 +92,11 @@ _IDLE_WAIT = 60.0
 #: Chunks a hub reads and sends per turn before the next queued hub has its turn.
 _TURN_CHUNKS = 4
 
-HubKey = tuple[str, str, int]
+#: A hub's key: the path followed, the payload kind, the largest message.
+HubKey = tuple[str, PayloadKind, int]
 
 
-def server_frame(kind: str, payload: bytes) -> bytes:
+def server_frame(kind: PayloadKind, payload: bytes) -> bytes:
     """One whole, unmasked data frame as a server sends it (RFC 6455 5.2).
 
     FIN set, RSV bits clear (not compressed), opcode text or binary, and the
@@ -118,7 +122,7 @@ class Member:
     :param chunk_bytes: its largest message (``PINE_WS_CHUNK_BYTES``).
     """
 
-    def __init__(self, conn: Conn, path: str, kind: str, chunk_bytes: int) -> None:
+    def __init__(self, conn: Conn, path: str, kind: PayloadKind, chunk_bytes: int) -> None:
         if kind not in _OPCODES:
             raise ValueError(f"kind must be 'text' or 'bytes', not {kind!r}")
         self.conn = conn
@@ -141,10 +145,6 @@ class Member:
         """The connection's listener: wakes the watcher even while parked."""
         self.event.set()
 
-    @property
-    def parked(self) -> bool:
-        return self.hub is not None
-
     def stays_parked(self) -> bool:
         """Parked, and nothing for the watcher to do itself (its directory changed: it must)."""
         return self.hub is not None and not (self.sub is not None and self.sub.needs_refresh)
@@ -157,12 +157,12 @@ class Member:
         :returns: whether it parked; if not, the watcher reads on its own.
         """
         position = follower.position
-        if (self.hub is not None or position is None or follower.delivered != position[2]
+        if (self.hub is not None or position is None or follower.delivered != position.offset
                 or not self.conn.shares_frames or not self.conn.connected):
             return False
         for _ in range(3):  # a hub that stopped in between is replaced
             hub = _hub_for(self.key)
-            parked = hub.try_park(self, position[:3])
+            parked = hub.try_park(self, position)
             if parked is not None:
                 if not parked:
                     _discard_if_idle(hub)
@@ -229,8 +229,8 @@ class Hub:
         """The file may have changed, or the members did: queue a turn on the hubs' thread."""
         _dispatcher.post(self)
 
-    def try_park(self, member: Member, position: tuple[int, int, int]) -> bool | None:
-        """Add ``member``, at ``position`` ``(st_dev, st_ino, offset)``, if it is the hub's.
+    def try_park(self, member: Member, position: Position) -> bool | None:
+        """Add ``member``, at ``position`` (its file and offset), if it is the hub's.
 
         :returns: ``True`` parked, ``False`` not at the hub's position,
             ``None`` the hub has stopped (ask the registry again).
@@ -238,7 +238,7 @@ class Hub:
         with self._lock:
             if self._stopped:
                 return None
-            ident, offset = position[:2], position[2]
+            ident, offset = position.ident, position.offset
             if not self._members and (self._ident != ident or self._offset != offset):
                 if not self._restart(ident, offset):
                     return False
@@ -294,7 +294,7 @@ class Hub:
             follower.close()
             return False
         position = follower.position
-        if position is None or position[:3] != (*ident, offset):
+        if position is None or (position.ident, position.offset) != (ident, offset):
             # Another file is at the path now (or it shrank): the member will
             # see it on its own read; no hub on a file it does not read.
             follower.close()

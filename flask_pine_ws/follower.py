@@ -37,6 +37,7 @@ import os
 import stat as stat_mod
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 #: Bytes read per block while searching for line breaks (start positions).
 _SCAN_BLOCK = 64 * 1024
@@ -47,6 +48,33 @@ _SIG_BYTES = 32
 #: Errors of ``open``/``stat`` meaning "the path is not there (yet)":
 #: missing file, missing directory, or a directory component replaced by a file.
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+#: What became of the file a follower read before it reads another from byte 0
+#: (the ``how`` of :class:`Rotated`, and of the framed ``rotated`` notice).
+RotationHow = Literal["renamed", "removed", "truncated", "replaced"]
+
+#: Why a resuming client's start could not be honoured (:attr:`Opened.reset`).
+ResetHow = Literal["replaced", "truncated"]
+
+
+class Position(NamedTuple):
+    """Where a follower is: which file, read up to where, and as of which modification.
+
+    The watch table compares it with ``stat(path)`` to wake only followers
+    that really have something to read (the polling and safety checks); the
+    modification time tells a rewrite to the same size from no change.
+    """
+
+    dev: int
+    ino: int
+    offset: int
+    mtime_ns: int
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        """``(st_dev, st_ino)``: the file's identity."""
+        return (self.dev, self.ino)
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,7 @@ class Rotated:
     :ivar file_id: ``"<st_dev>:<st_ino>"`` of the file now followed.
     """
 
-    how: str
+    how: RotationHow
     file_id: str
 
 
@@ -106,7 +134,7 @@ class Opened:
     file_id: str | None
     offset: int
     size: int
-    reset: str | None = None
+    reset: ResetHow | None = None
 
 
 class PathRefused(Exception):
@@ -144,11 +172,6 @@ def file_kind(mode: int) -> str:
     if stat_mod.S_ISSOCK(mode):
         return "a socket"
     return "not a file"
-
-
-def file_id(st: os.stat_result) -> str:
-    """The identity of a file as a resuming client names it: ``"<dev>:<ino>"``."""
-    return f"{st.st_dev}:{st.st_ino}"
 
 
 def utf8_safe_cut(buf: bytes | bytearray) -> int:
@@ -215,21 +238,16 @@ class FileFollower:
         self._sig = b""
         self._mtime_ns = 0  # of the file when last seen at its end
         self._waiting_told = False
-        self._next_how = "replaced"  # how to announce the next file opened at the path
+        self._next_how: RotationHow = "replaced"  # how to announce the next file at the path
 
     # -- state ---------------------------------------------------------------
 
     @property
-    def position(self) -> tuple[int, int, int, int] | None:
-        """``(st_dev, st_ino, offset read up to, st_mtime_ns)`` of the open file, or ``None``.
-
-        The watch table compares it with ``stat(path)`` to wake only followers
-        that really have something to read (the polling and safety checks);
-        the modification time tells a rewrite to the same size from no change.
-        """
+    def position(self) -> Position | None:
+        """Where the follower is in the open file (see :class:`Position`), or ``None``."""
         if self._ident is None:
             return None
-        return (self._ident[0], self._ident[1], self._offset, self._mtime_ns)
+        return Position(self._ident[0], self._ident[1], self._offset, self._mtime_ns)
 
     @property
     def delivered(self) -> int:
@@ -289,7 +307,7 @@ class FileFollower:
         st = os.fstat(self._fd)
         size = st.st_size
         current = self.current_id
-        reset: str | None = None
+        reset: ResetHow | None = None
         if file_id is not None and file_id != current:
             start, reset = 0, "replaced"
         elif offset is not None:
@@ -407,7 +425,7 @@ class FileFollower:
         self._offset, self._sig = 0, b""
         yield Rotated("truncated", self.current_id or "")
 
-    def _switch(self, how: str) -> Iterator[Item]:
+    def _switch(self, how: RotationHow) -> Iterator[Item]:
         """Drain the old file to its end, close it, and announce the next as ``how``."""
         yield from self._drain()
         yield from self._flush_carry()

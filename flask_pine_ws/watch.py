@@ -46,7 +46,7 @@ from collections.abc import Sequence
 
 from flask import current_app, has_app_context
 
-from .broadcast import Member
+from .broadcast import Member, PayloadKind
 from .config import setting
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -138,7 +138,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     linked = os.path.realpath(target) != target
     # Caught up, the watcher parks on the file's broadcast hub, which reads
     # and frames each append once for all its members (see .broadcast).
-    member = (Member(conn, target, "bytes" if binary or framed else "text", chunk_bytes)
+    kind: PayloadKind = "bytes" if binary or framed else "text"
+    member = (Member(conn, target, kind, chunk_bytes)
               if setting("PINE_WS_BROADCAST") and not linked else None)
     wake = threading.Event() if member is None else member.event
     listener = wake.set if member is None else member.wake
