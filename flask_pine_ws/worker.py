@@ -125,10 +125,14 @@ class HeaderDeadlines:
         with self._lock:
             self._armed.pop(conn, None)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """End the thread (no connection is cut off after this); wait for it up to ``timeout``."""
         with self._lock:
             self._stopped = True
             self._lock.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def _run(self) -> None:
         with self._lock:
