@@ -23,10 +23,18 @@ on its own stays in :mod:`.watch` and :mod:`.follower`.
   to the hub: 1,000 calls per append on the observer thread). Its
   connection still wakes it (a message, the peer leaving, the shutdown),
   and so does a change of directory it must handle itself.
-- The hub has one thread, alive while it has members. It reads the new bytes
-  once, with a :class:`~.follower.FileFollower` of its own (same chunks, same
-  UTF-8 rules), builds each frame once, and writes it to every member's
-  socket without ever blocking (:meth:`.Conn.try_send_frame`). A member that
+- The hubs of a process share one thread (:class:`_Dispatcher`), alive while
+  any hub has members: a hub per file with a thread each made the thread
+  count grow with the number of files followed (100 watchers of 100 files
+  took 100 threads more than 100 watchers of one file). A signalled hub is
+  queued; the thread gives each queued hub a turn of a few chunks, round
+  robin, so that a large append to one file does not hold back the others.
+  A hub reads the new bytes once, with a :class:`~.follower.FileFollower` of
+  its own (same chunks, same UTF-8 rules), builds each frame once, and writes
+  it to every member's socket without ever blocking
+  (:meth:`.Conn.try_send_frame`): nothing in a turn waits for a client or a
+  file (the follower opens only regular files, without blocking), which is
+  what makes one thread for all enough. A member that
   cannot take the frame at once (its connection busy with another send, its
   socket buffer full, closed) is *unparked*: its thread wakes, writes the
   rest of a frame the socket took in part, and reads on its own from the
@@ -39,7 +47,8 @@ on its own stays in :mod:`.watch` and :mod:`.follower`.
   and the hub starts again wherever its next member parks.
 
 Bounded: no queue per member (the file is the buffer), at most the rest of
-one frame kept per socket, a thread per hub only while it has members.
+one frame kept per socket, one thread per process for all the hubs, and only
+while one has members.
 
 Compression: the hub's frames are never compressed, also to connections that
 negotiated permessage-deflate. RFC 7692 lets a sender send any message
@@ -57,12 +66,13 @@ member per line, on the one hub thread.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
-from .follower import Chunk, FileFollower
+from .follower import Chunk, FileFollower, Item, Position
 
 if TYPE_CHECKING:
     from .conn import Conn
@@ -70,16 +80,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: WebSocket opcodes (RFC 6455 5.2) of the payload kinds.
-_OPCODES = {"text": 0x1, "bytes": 0x2}
+#: What a watcher's messages carry: ``"bytes"`` (binary and framed watchers) or ``"text"``.
+PayloadKind = Literal["text", "bytes"]
 
-#: Seconds a hub thread waits with no signal before it looks again (a hang guard only).
+#: WebSocket opcodes (RFC 6455 5.2) of the payload kinds.
+_OPCODES: dict[PayloadKind, int] = {"text": 0x1, "bytes": 0x2}
+
+#: Seconds the hubs' thread waits with no signal before every hub looks again (a hang guard only).
 _IDLE_WAIT = 60.0
 
-HubKey = tuple[str, str, int]
+#: Chunks a hub reads and sends per turn before the next queued hub has its turn.
+_TURN_CHUNKS = 4
+
+#: A hub's key: the path followed, the payload kind, the largest message.
+HubKey = tuple[str, PayloadKind, int]
 
 
-def server_frame(kind: str, payload: bytes) -> bytes:
+def server_frame(kind: PayloadKind, payload: bytes) -> bytes:
     """One whole, unmasked data frame as a server sends it (RFC 6455 5.2).
 
     FIN set, RSV bits clear (not compressed), opcode text or binary, and the
@@ -105,7 +122,7 @@ class Member:
     :param chunk_bytes: its largest message (``PINE_WS_CHUNK_BYTES``).
     """
 
-    def __init__(self, conn: Conn, path: str, kind: str, chunk_bytes: int) -> None:
+    def __init__(self, conn: Conn, path: str, kind: PayloadKind, chunk_bytes: int) -> None:
         if kind not in _OPCODES:
             raise ValueError(f"kind must be 'text' or 'bytes', not {kind!r}")
         self.conn = conn
@@ -128,10 +145,6 @@ class Member:
         """The connection's listener: wakes the watcher even while parked."""
         self.event.set()
 
-    @property
-    def parked(self) -> bool:
-        return self.hub is not None
-
     def stays_parked(self) -> bool:
         """Parked, and nothing for the watcher to do itself (its directory changed: it must)."""
         return self.hub is not None and not (self.sub is not None and self.sub.needs_refresh)
@@ -144,12 +157,12 @@ class Member:
         :returns: whether it parked; if not, the watcher reads on its own.
         """
         position = follower.position
-        if (self.hub is not None or position is None or follower.delivered != position[2]
+        if (self.hub is not None or position is None or follower.delivered != position.offset
                 or not self.conn.shares_frames or not self.conn.connected):
             return False
         for _ in range(3):  # a hub that stopped in between is replaced
             hub = _hub_for(self.key)
-            parked = hub.try_park(self, position[:3])
+            parked = hub.try_park(self, position)
             if parked is not None:
                 if not parked:
                     _discard_if_idle(hub)
@@ -188,9 +201,8 @@ class Hub:
     def __init__(self, key: HubKey) -> None:
         self.key = key
         self._lock = threading.Lock()
-        self._signal = threading.Event()
         #: What the watch table calls for the parked members (one stable object).
-        self._relay = self._signal.set
+        self._relay: Callable[[], None] = self.signal
         #: The parked members (insertion-ordered), each with its connection's
         #: ``try_send_frame``, bound once for the send loop.
         self._members: dict[Member, Callable[[bytes, int], int]] = {}
@@ -204,17 +216,21 @@ class Hub:
         self._offset = 0  # the file's bytes before it are delivered to every member
         self._generation = 0  # a new follower: a read in progress belongs to the old one
         self._stopped = False
-        self._thread: threading.Thread | None = None
+        #: Given turns by the dispatcher (since its first member parked).
+        self._running = False
+        #: The read in progress, resumed at the next turn (None: start a new one).
+        self._items: Iterator[Item] | None = None
+        self._items_generation = -1
         #: Counts for the stats: frames built, members handed back to their thread.
         self.frames = 0
         self.unparked = 0
 
     def signal(self) -> None:
-        """The file may have changed (forwarded by a parked member's event)."""
-        self._signal.set()
+        """The file may have changed, or the members did: queue a turn on the hubs' thread."""
+        _dispatcher.post(self)
 
-    def try_park(self, member: Member, position: tuple[int, int, int]) -> bool | None:
-        """Add ``member``, at ``position`` ``(st_dev, st_ino, offset)``, if it is the hub's.
+    def try_park(self, member: Member, position: Position) -> bool | None:
+        """Add ``member``, at ``position`` (its file and offset), if it is the hub's.
 
         :returns: ``True`` parked, ``False`` not at the hub's position,
             ``None`` the hub has stopped (ask the registry again).
@@ -222,7 +238,7 @@ class Hub:
         with self._lock:
             if self._stopped:
                 return None
-            ident, offset = position[:2], position[2]
+            ident, offset = position.ident, position.offset
             if not self._members and (self._ident != ident or self._offset != offset):
                 if not self._restart(ident, offset):
                     return False
@@ -240,14 +256,13 @@ class Hub:
             # the signal below, so that no change falls in between.
             if member.sub is not None:
                 member.sub.table.relay((member.sub,), self._relay)
-            if self._thread is None:
+            if not self._running:
                 _count("hubs_started")
-                self._thread = threading.Thread(target=self._run, name="pine-ws-hub",
-                                                daemon=True)
-                self._thread.start()
+                self._running = True
+                _dispatcher.attach(self)
         # The file may have grown since the member read it to the end: its
         # own event took that signal, not the hub's. Look once.
-        self._signal.set()
+        self.signal()
         return True
 
     def leave(self, member: Member) -> None:
@@ -259,7 +274,7 @@ class Hub:
                 del self._members[member]
                 self._hand_back([(member, self._offset)], wake=False)
             if not self._members:
-                self._signal.set()  # the thread ends
+                self.signal()  # its next turn stops it
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -279,7 +294,7 @@ class Hub:
             follower.close()
             return False
         position = follower.position
-        if position is None or position[:3] != (*ident, offset):
+        if position is None or (position.ident, position.offset) != (ident, offset):
             # Another file is at the path now (or it shrank): the member will
             # see it on its own read; no hub on a file it does not read.
             follower.close()
@@ -329,22 +344,24 @@ class Hub:
 
     # -- the hub's thread ----------------------------------------------------
 
-    def _run(self) -> None:
+    def turn(self) -> bool:
+        """Read and send a few chunks of what the file has now (on the hubs' thread).
+
+        :returns: whether there may be more to read now (queue another turn).
+        """
         try:
-            while True:
-                self._signal.wait(_IDLE_WAIT)
-                self._signal.clear()
-                with _registry_lock, self._lock:
-                    if not self._members:
-                        self._stop()
-                        return
-                self._round()
+            with _registry_lock, self._lock:
+                if not self._members:
+                    self._stop()
+                    return False
+            return self._round(_TURN_CHUNKS)
         except BaseException:
             logger.exception("broadcast hub for %s failed; its watchers read on their own",
                              self.key[0])
             with _registry_lock, self._lock:
                 self._unpark_all()
                 self._stop()
+            return False
 
     def _stop(self) -> None:
         """Both locks held: no member can park here any more."""
@@ -353,41 +370,50 @@ class Hub:
         self._wake_ahead(everyone=True)  # to park on the next hub
         if _hubs.get(self.key) is self:
             del _hubs[self.key]
+        if self._running:
+            self._running = False
+            _dispatcher.detach(self)
 
-    def _round(self) -> None:
-        """Read what the file has now, one chunk at a time, and send each to every member."""
-        items = None
-        generation = -1
-        while True:
+    def _round(self, budget: int) -> bool:
+        """Read up to ``budget`` chunks of what the file has now, and send each to every member.
+
+        :returns: ``True`` when the budget ran out before the end of the file.
+        """
+        for _ in range(budget):
             with self._lock:
                 follower = self._follower
                 if not self._members or follower is None:
-                    return
-                if items is None or generation != self._generation:
-                    items, generation = follower.read(), self._generation
+                    self._items = None
+                    return False
+                if self._items is None or self._items_generation != self._generation:
+                    self._items, self._items_generation = follower.read(), self._generation
                 try:
-                    item = next(items)
+                    item = next(self._items)
                 except StopIteration:
+                    self._items = None
                     self._wake_ahead()
                     known = follower.position
                     for member in self._members:
                         sub = member.sub
                         if sub is not None:
                             sub.known = known  # the safety check sees them current
-                    return
+                    return False
                 except OSError:
                     # The path cannot be read now: each watcher finds out
                     # for itself and tells its client.
+                    self._items = None
                     self._unpark_all()
-                    return
+                    return False
                 if isinstance(item, Chunk):
                     self._deliver(item)
                 else:
                     # Rotated or Waiting: every watcher handles it itself
                     # (with its framed notice); the hub starts again when
                     # they park at their new position.
+                    self._items = None
                     self._unpark_all()
-                    return
+                    return False
+        return True
 
     def _deliver(self, chunk: Chunk) -> None:
         data = chunk.data
@@ -415,6 +441,77 @@ class Hub:
             self._hand_back(dropped)
 
 
+class _Dispatcher:
+    """The one thread of the process that gives the hubs their turns.
+
+    Hubs with members are *attached*; a hub's :meth:`Hub.signal` queues it
+    (once, however often it is signalled before its turn). The thread takes
+    the queue, gives each hub a turn, and queues again a hub that had more to
+    read, behind the others. It starts with the first attached hub and ends
+    when none is attached and none queued; a process that forked (gunicorn)
+    starts its own. Its lock is taken last, after a hub's, and nothing else
+    is taken under it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue: dict[Hub, None] = {}  # an ordered set
+        self._attached: set[Hub] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _forked(self) -> None:
+        """Lock held: a child process inherits no thread; forget the parent's."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._queue, self._attached, self._thread = {}, set(), None
+            self._wake = threading.Event()
+
+    def attach(self, hub: Hub) -> None:
+        with self._lock:
+            self._forked()
+            self._attached.add(hub)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pine-ws-hub",
+                                                daemon=True)
+                self._thread.start()
+
+    def detach(self, hub: Hub) -> None:
+        with self._lock:
+            self._attached.discard(hub)
+            self._queue.pop(hub, None)
+            self._wake.set()  # the thread ends if it was the last
+
+    def post(self, hub: Hub) -> None:
+        with self._lock:
+            if hub in self._attached:
+                self._queue[hub] = None
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            signalled = self._wake.wait(_IDLE_WAIT)
+            with self._lock:
+                self._wake.clear()
+                if not self._attached and not self._queue:
+                    self._thread = None
+                    return
+                if not signalled:  # the hang guard: every hub looks once
+                    self._queue.update(dict.fromkeys(self._attached))
+                batch, self._queue = list(self._queue), {}
+            for hub in batch:
+                if hub.turn():
+                    self.post(hub)  # more to read: after the others had their turn
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"attached": len(self._attached), "queued": len(self._queue),
+                    "threads": 0 if self._thread is None else 1}
+
+
+_dispatcher = _Dispatcher()
+
 _hubs: dict[HubKey, Hub] = {}
 #: Taken before a hub's lock, never after.
 _registry_lock = threading.Lock()
@@ -431,7 +528,7 @@ def _hub_for(key: HubKey) -> Hub:
 def _discard_if_idle(hub: Hub) -> None:
     """Forget a hub that never got a member (no thread was started for it)."""
     with _registry_lock, hub._lock:
-        if not hub._members and hub._thread is None and not hub._stopped:
+        if not hub._members and not hub._running and not hub._stopped:
             hub._stop()
 
 
@@ -456,7 +553,8 @@ def stats() -> dict[str, Any]:
         hubs = [hub.stats() for hub in _hubs.values()]
     with _totals_lock:
         totals = dict(_totals)
-    return {"parked": sum(int(h["parked"]) for h in hubs), "hubs": hubs, **totals}
+    return {"parked": sum(int(h["parked"]) for h in hubs), "hubs": hubs,
+            "dispatcher": _dispatcher.stats(), **totals}
 
 
 def parked_count() -> int:

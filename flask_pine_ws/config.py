@@ -66,6 +66,11 @@ DEFAULTS: dict[str, Any] = {
     # its length and 64); past it the member is closed with 1013, so a client
     # that stops reading never holds the worker's memory or the publisher.
     "PINE_WS_CHANNEL_QUEUE": 4 * 1024 * 1024,
+    # Open WebSockets per client address (request.remote_addr: the proxy's
+    # forwarded address under ProxyFix) in one worker; past it the handshake
+    # gets 429. 0: no cap (behind a proxy without ProxyFix, every client has
+    # the proxy's address).
+    "PINE_WS_MAX_PER_ADDRESS": 0,
 }
 
 #: A ``check_origin`` callable: ``(origin, request) -> bool``.

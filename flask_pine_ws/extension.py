@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
 
-from . import accesslog, channels, shutdown
+from . import accesslog, channels, limits, shutdown
 from .config import DEFAULTS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -140,6 +140,7 @@ class FlaskPineWS:
                                    ``redis://`` / ``rediss://`` URL
     ``PINE_WS_CHANNEL_QUEUE``      ``4194304`` bytes a member may have waiting;
                                    past it: close 1013
+    ``PINE_WS_MAX_PER_ADDRESS``    ``0``: open WebSockets per client address; past: 429
     ============================== ===========================================
     """
 
@@ -305,7 +306,7 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             session.stop(conn.close_code)
         return _SocketTakenOver(conn.mode, session)
 
-    return view
+    return limits.capped(view)
 
 
 def _run(handler: Handler, conn: Conn, ctx: Ctx, cfg: Config, app: Flask) -> None:

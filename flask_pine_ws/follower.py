@@ -37,6 +37,7 @@ import os
 import stat as stat_mod
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 #: Bytes read per block while searching for line breaks (start positions).
 _SCAN_BLOCK = 64 * 1024
@@ -47,6 +48,33 @@ _SIG_BYTES = 32
 #: Errors of ``open``/``stat`` meaning "the path is not there (yet)":
 #: missing file, missing directory, or a directory component replaced by a file.
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+#: What became of the file a follower read before it reads another from byte 0
+#: (the ``how`` of :class:`Rotated`, and of the framed ``rotated`` notice).
+RotationHow = Literal["renamed", "removed", "truncated", "replaced"]
+
+#: Why a resuming client's start could not be honoured (:attr:`Opened.reset`).
+ResetHow = Literal["replaced", "truncated"]
+
+
+class Position(NamedTuple):
+    """Where a follower is: which file, read up to where, and as of which modification.
+
+    The watch table compares it with ``stat(path)`` to wake only followers
+    that really have something to read (the polling and safety checks); the
+    modification time tells a rewrite to the same size from no change.
+    """
+
+    dev: int
+    ino: int
+    offset: int
+    mtime_ns: int
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        """``(st_dev, st_ino)``: the file's identity."""
+        return (self.dev, self.ino)
 
 
 @dataclass(frozen=True)
@@ -73,13 +101,20 @@ class Rotated:
     :ivar file_id: ``"<st_dev>:<st_ino>"`` of the file now followed.
     """
 
-    how: str
+    how: RotationHow
     file_id: str
 
 
 @dataclass(frozen=True)
 class Waiting:
-    """The path does not exist (yet); given once per missing period."""
+    """The path has no file to read (yet); given once per missing period.
+
+    :ivar refused: ``None`` when nothing is at the path; else what is there
+        instead of a regular file (``"a FIFO"``, ``"a device"``, ...), which
+        the follower does not open for reading (see :class:`NotRegularFile`).
+    """
+
+    refused: str | None = None
 
 
 Item = Chunk | Rotated | Waiting
@@ -99,16 +134,44 @@ class Opened:
     file_id: str | None
     offset: int
     size: int
-    reset: str | None = None
+    reset: ResetHow | None = None
 
 
 class PathRefused(Exception):
     """The file opened at the path resolves outside the allowed roots."""
 
 
-def file_id(st: os.stat_result) -> str:
-    """The identity of a file as a resuming client names it: ``"<dev>:<ino>"``."""
-    return f"{st.st_dev}:{st.st_ino}"
+class NotRegularFile(OSError):
+    """The path names something other than a regular file: a FIFO, a device, a socket.
+
+    Only regular files are followed. Reading a FIFO blocks until a writer
+    comes (and takes its bytes from whoever else reads it), a device such as
+    ``/dev/zero`` never ends, and a socket cannot be opened at all: none is a
+    log. :meth:`FileFollower.start` raises it; a path that turns into one
+    later is waited past (:class:`Waiting` with ``refused``) until a regular
+    file is there again.
+
+    :ivar kind: what the path names, for a reason a client may see (``"a FIFO"``).
+    """
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"not a regular file but {kind}", path)
+        self.kind = kind
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` names, in words: ``"a regular file"``, ``"a FIFO"``, ``"a device"``..."""
+    if stat_mod.S_ISREG(mode):
+        return "a regular file"
+    if stat_mod.S_ISDIR(mode):
+        return "a directory"
+    if stat_mod.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode):
+        return "a device"
+    if stat_mod.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
 
 
 def utf8_safe_cut(buf: bytes | bytearray) -> int:
@@ -175,21 +238,16 @@ class FileFollower:
         self._sig = b""
         self._mtime_ns = 0  # of the file when last seen at its end
         self._waiting_told = False
-        self._next_how = "replaced"  # how to announce the next file opened at the path
+        self._next_how: RotationHow = "replaced"  # how to announce the next file at the path
 
     # -- state ---------------------------------------------------------------
 
     @property
-    def position(self) -> tuple[int, int, int, int] | None:
-        """``(st_dev, st_ino, offset read up to, st_mtime_ns)`` of the open file, or ``None``.
-
-        The watch table compares it with ``stat(path)`` to wake only followers
-        that really have something to read (the polling and safety checks);
-        the modification time tells a rewrite to the same size from no change.
-        """
+    def position(self) -> Position | None:
+        """Where the follower is in the open file (see :class:`Position`), or ``None``."""
         if self._ident is None:
             return None
-        return (self._ident[0], self._ident[1], self._offset, self._mtime_ns)
+        return Position(self._ident[0], self._ident[1], self._offset, self._mtime_ns)
 
     @property
     def delivered(self) -> int:
@@ -243,13 +301,13 @@ class FileFollower:
         :returns: where reading begins. A missing path gives ``file_id=None``
             and is reported by the first :meth:`read` as :class:`Waiting`.
         """
-        if not self._open():
+        if not self._open(strict=True):
             return Opened(None, 0, 0)
         assert self._fd is not None
         st = os.fstat(self._fd)
         size = st.st_size
         current = self.current_id
-        reset: str | None = None
+        reset: ResetHow | None = None
         if file_id is not None and file_id != current:
             start, reset = 0, "replaced"
         elif offset is not None:
@@ -320,10 +378,11 @@ class FileFollower:
         # truncated one) after yielding a notice, so the consumer keeps control.
         while True:
             if self._fd is None:
-                if not self._open():
+                refused: list[str] = []
+                if not self._open(refused=refused):
                     if not self._waiting_told:
                         self._waiting_told = True
-                        yield Waiting()
+                        yield Waiting(refused[0] if refused else None)
                     return
                 self._offset, self._sig = 0, b""
                 yield Rotated(self._next_how, self.current_id or "")
@@ -366,7 +425,7 @@ class FileFollower:
         self._offset, self._sig = 0, b""
         yield Rotated("truncated", self.current_id or "")
 
-    def _switch(self, how: str) -> Iterator[Item]:
+    def _switch(self, how: RotationHow) -> Iterator[Item]:
         """Drain the old file to its end, close it, and announce the next as ``how``."""
         yield from self._drain()
         yield from self._flush_carry()
@@ -408,20 +467,55 @@ class FileFollower:
         assert self._fd is not None
         return os.pread(self._fd, size, offset)
 
-    def _open(self) -> bool:
-        """Open the path; ``False`` when it is not there. Runs the guard on what was opened."""
+    def _open(self, *, strict: bool = False, refused: list[str] | None = None) -> bool:
+        """Open the path; ``False`` when it has no regular file. Runs the guard on what was opened.
+
+        Never blocks and never opens anything but a regular file: the path is
+        ``stat``-ed first (a device is not even opened: opening some has
+        effects), then opened with ``O_NONBLOCK`` (a FIFO swapped in after
+        the ``stat``, through a symlink or not, opens at once instead of
+        waiting for a writer) and checked again with ``fstat``. The broadcast
+        hub opens under its lock: a blocking open there hung every watcher of
+        the path.
+
+        :param strict: raise :class:`NotRegularFile` for something else than a
+            regular file (at start); else treat it as missing, its kind
+            appended to ``refused``.
+        """
+        fd = -1
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+            mode = os.stat(self.path).st_mode
+            if stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode):
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+                             | getattr(os, "O_NOCTTY", 0))
         except OSError as exc:
             if exc.errno in _MISSING:
                 return False
-            raise
+            if exc.errno != errno.ENXIO:  # ENXIO: a socket (swapped in after the stat)
+                raise
+            mode = stat_mod.S_IFSOCK
+        if fd < 0:
+            kind = file_kind(mode)
+            if strict:
+                raise NotRegularFile(self.path, kind)
+            if refused is not None:
+                refused.append(kind)
+            return False
         try:
             st = os.fstat(fd)
             if stat_mod.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "cannot follow a directory", self.path)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise NotRegularFile(self.path, file_kind(st.st_mode))
             if self._guard is not None and not self._guard(_resolved(fd, self.path)):
                 raise PathRefused(self.path)
+        except NotRegularFile as exc:
+            os.close(fd)
+            if strict:
+                raise
+            if refused is not None:
+                refused.append(exc.kind)
+            return False
         except BaseException:
             os.close(fd)
             raise

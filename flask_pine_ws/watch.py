@@ -46,12 +46,12 @@ from collections.abc import Sequence
 
 from flask import current_app, has_app_context
 
-from .broadcast import Member
+from .broadcast import Member, PayloadKind
 from .config import setting
 from .conn import Conn
 from .errors import ConnectionClosed
 from .flasksock import as_conn
-from .follower import Chunk, FileFollower, PathRefused, Rotated, Waiting
+from .follower import Chunk, FileFollower, NotRegularFile, PathRefused, Rotated, Waiting
 from .watchtable import Subscription, WatchTable
 
 #: The subprotocol of the framed format (see the module docstring).
@@ -59,6 +59,9 @@ FRAMED_SUBPROTOCOL = "pine.watch.v1"
 
 #: Close reason for a path outside the allowed roots (at most 123 bytes).
 REFUSED_REASON = "path outside the allowed watch roots"
+
+#: Close reason for a path with a NUL byte: no file system names one.
+NUL_REASON = "path contains a NUL byte"
 
 #: Inbound messages read and dropped per wake-up: a chatty client cannot pin the watcher.
 _DRAIN_LIMIT = 256
@@ -114,6 +117,12 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     conn = as_conn(conn)  # flask-sock's ws is accepted too (see .flasksock)
     _check_arguments(offset, lines, binary, file_id)
     target = os.path.abspath(os.fspath(path))
+    if "\0" in target:
+        # A client's path, most likely (a test or a forged link): the system
+        # calls refuse it with ValueError, which is no server fault.
+        _logger().warning("watch_file: refused a path with a NUL byte: %r", target)
+        conn.close(1008, NUL_REASON)
+        return
     roots = _roots(root)
     if roots is not None and not _inside(os.path.realpath(target), roots):
         conn.close(1008, REFUSED_REASON)
@@ -131,7 +140,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     linked = os.path.realpath(target) != target
     # Caught up, the watcher parks on the file's broadcast hub, which reads
     # and frames each append once for all its members (see .broadcast).
-    member = (Member(conn, target, "bytes" if binary or framed else "text", chunk_bytes)
+    kind: PayloadKind = "bytes" if binary or framed else "text"
+    member = (Member(conn, target, kind, chunk_bytes)
               if setting("PINE_WS_BROADCAST") and not linked else None)
     wake = threading.Event() if member is None else member.event
     listener = wake.set if member is None else member.wake
@@ -167,6 +177,11 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
             if linked:
                 target_sub = _follow_link_target(table, target_sub, target, wake)
             for item in follower.read():
+                if isinstance(item, Waiting) and item.refused is not None:
+                    # Mid-stream: wait (as for a missing file) until a
+                    # regular file is at the path again.
+                    _logger().warning("watch_file: %s is %s, not a regular file; waiting for "
+                                      "one", target, item.refused)
                 if isinstance(item, Chunk):
                     conn.send(item.data)
                     conn.add_viewed_bytes(item.nbytes)
@@ -193,8 +208,7 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         # why instead of a traceback and "internal server error". A client
         # that reconnects (1011: retry with backoff) gets the file once it is
         # readable again.
-        logger = current_app.logger if has_app_context() else logging.getLogger(__name__)
-        logger.warning("watch_file: cannot read %s: %s", target, exc)
+        _logger().warning("watch_file: cannot read %s: %s", target, exc)
         conn.close(1011, unreadable_reason(exc))
     finally:
         if member is not None:
@@ -205,6 +219,10 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
             table.unsubscribe(target_sub)
         conn.remove_listener(listener)
         follower.close()
+
+
+def _logger() -> logging.Logger:
+    return current_app.logger if has_app_context() else logging.getLogger(__name__)
 
 
 def _follow_link_target(table: WatchTable, current: Subscription | None, path: str,
@@ -220,7 +238,12 @@ def _follow_link_target(table: WatchTable, current: Subscription | None, path: s
 
 def unreadable_reason(exc: OSError) -> str:
     """The close reason for a path that cannot be read (no path in it: the client sees it)."""
-    why = "it is a directory" if exc.errno == errno.EISDIR else (exc.strerror or str(exc))
+    if isinstance(exc, NotRegularFile):
+        why = f"it is {exc.kind}, not a regular file"
+    elif exc.errno == errno.EISDIR:
+        why = "it is a directory"
+    else:
+        why = exc.strerror or str(exc)
     return f"cannot read the file: {why}"[:123]
 
 

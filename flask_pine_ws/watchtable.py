@@ -15,10 +15,9 @@ Kernel and library facts this module is built around (read from watchdog's sourc
 - One watch per *directory*, never per file: watching a file really watches
   its directory, and only the directory sees a rotation (a rename, a new file
   with the same name). The watch is shared by every subscriber of that
-  directory and reference counted: the first subscriber schedules it, the
-  others join with ``add_handler_for_watch``, each leaves with
-  ``remove_handler_for_watch``, and the last one unschedules it
-  (``unschedule`` drops every handler of a watch).
+  directory and reference counted: the first subscriber schedules it (with
+  the watch's one handler, below), the others join its groups, and the last
+  one to leave unschedules it.
 - Every watch uses the same ``event_filter``: two filters on one directory of
   one inotify instance overwrite each other's kernel mask. The filter leaves
   out open/close-without-write events, which the watchers' own reads cause.
@@ -63,7 +62,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -81,6 +80,15 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from .errors import PineWSError
 
+if TYPE_CHECKING:
+    from .follower import Position
+
+#: ``PINE_WS_POLLING``, normalised: ``"auto"``, always (``True``) or never (``False``).
+Polling = Literal["auto"] | bool
+
+#: How a table watches now (its stats): nothing, all by inotify, all polled, or both.
+TableMode = Literal["idle", "inotify", "polling", "mixed"]
+
 #: The one event filter of every watch (see the module docstring).
 EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileModifiedEvent, FileCreatedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
@@ -94,7 +102,7 @@ _REFUSED = (errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOSYS)
 _ATTACH_TRIES = 8
 
 
-def parse_polling(value: object) -> str | bool:
+def parse_polling(value: object) -> Polling:
     """Normalise a ``PINE_WS_POLLING`` value to ``"auto"``, ``True`` or ``False``.
 
     Accepts booleans, ``"auto"`` and the usual spellings of yes and no (an
@@ -120,8 +128,9 @@ class Subscription:
 
     :ivar path: the absolute path followed.
     :ivar event: set by the table; the watcher waits on it.
-    :ivar known: what the watcher has read, ``(st_dev, st_ino, offset, st_mtime_ns)`` or
-        ``None`` (no file open); the watcher keeps it current so that polling
+    :ivar known: what the watcher has read (its follower's
+        :class:`~.follower.Position`), or ``None`` (no file open); the
+        watcher keeps it current so that polling
         and safety checks wake it only when the file differs.
     :ivar needs_refresh: the watched directory changed (created, removed):
         the watcher should call :meth:`WatchTable.refresh`.
@@ -133,7 +142,7 @@ class Subscription:
         self.path = path
         self.event = event
         self.table = table
-        self.known: tuple[int, int, int, int] | None = None
+        self.known: Position | None = None
         self.needs_refresh = False
         self.relay: Callable[[], None] | None = None
         self.watch: _Watch | None = None
@@ -587,6 +596,7 @@ class WatchTable:
         with self._lock:
             polled = sum(1 for w in self._watches.values() if w.polled)
             watches = len(self._watches)
+            mode: TableMode
             if not watches:
                 mode = "idle"
             elif polled == 0:
@@ -634,14 +644,14 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
-def _lagging(known: tuple[int, int, int, int] | None, st: os.stat_result | None) -> bool:
+def _lagging(known: Position | None, st: os.stat_result | None) -> bool:
     """Does the path's ``stat`` differ from what a subscriber has read (or appear, or vanish)?"""
     if st is None:
         return known is not None
     if known is None:
         return True
-    return ((st.st_dev, st.st_ino) != known[:2] or st.st_size != known[2]
-            or st.st_mtime_ns != known[3])
+    return ((st.st_dev, st.st_ino) != (known.dev, known.ino) or st.st_size != known.offset
+            or st.st_mtime_ns != known.mtime_ns)
 
 
 def _nearest_dir(path: str) -> tuple[str, tuple[int, int], str, bool] | None:

@@ -21,9 +21,13 @@ from flask_pine_ws.follower import (
     PathRefused,
     Rotated,
     Waiting,
-    file_id,
     utf8_safe_cut,
 )
+
+
+def file_id(st: os.stat_result) -> str:
+    """How a resuming client names a file: ``"<dev>:<ino>"``."""
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def drain(f: FileFollower) -> list[Item]:

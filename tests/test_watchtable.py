@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from flask_pine_ws.errors import PineWSError
+from flask_pine_ws.follower import Position
 from flask_pine_ws.watchtable import Subscription, WatchTable, parse_polling
 
 WAIT = 30.0  # generous: a noisy shared machine
@@ -245,7 +246,8 @@ def test_polling_mode_signals_changes(tmp_path: Path) -> None:
         log.write_text("x")
         assert signalled(ev)
         st = log.stat()
-        sub.known = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # the watcher read it all
+        # the watcher read it all
+        sub.known = Position(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         settle(t, tmp_path, ev)
         assert not ev.wait(0.5)
         with log.open("a") as out:
@@ -263,8 +265,8 @@ def test_safety_check_wakes_only_subscribers_behind(table: WatchTable, tmp_path:
     behind, current = threading.Event(), threading.Event()
     s1 = table.subscribe(str(log), behind)
     s2 = table.subscribe(str(log), current)
-    s1.known = (st.st_dev, st.st_ino, 2, st.st_mtime_ns)
-    s2.known = (st.st_dev, st.st_ino, 5, st.st_mtime_ns)
+    s1.known = Position(st.st_dev, st.st_ino, 2, st.st_mtime_ns)
+    s2.known = Position(st.st_dev, st.st_ino, 5, st.st_mtime_ns)
     settle(table, tmp_path, behind, current)
     assert table.check() == 1
     assert behind.is_set() and not current.is_set()

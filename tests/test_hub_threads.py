@@ -1,0 +1,98 @@
+"""The broadcast hubs of a worker share one thread, whatever the number of files followed.
+
+Against a real gunicorn worker (tests/apps/watch_app.py): watchers of many
+different files, each parked on its file's hub, cost the worker the same
+threads as as many watchers of one file (each socket's pool thread and
+reader, and one thread for every hub), and every append still reaches the
+watchers of its file, and only them, also while a large append to one file
+is being sent. ``bench/threads_per_file.py`` gives the figures for 100.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from websockets.sync.client import ClientConnection
+
+from conftest import ServerFactory
+from helpers import connect, recv_text, wait_until
+from server import Server
+
+pytestmark = pytest.mark.integration
+
+N = 20
+
+
+def stats(srv: Server) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{srv.url}/stats", timeout=60) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+def watch(stack: ExitStack, srv: Server, path: Path) -> ClientConnection:
+    url = f"{srv.ws_url}/watch?" + urlencode({"path": str(path), "lines": "0"})
+    ws: ClientConnection = stack.enter_context(connect(url, ping_interval=None, max_size=None))
+    return ws
+
+
+def threads_when_parked(srv: Server, paths: list[Path]) -> tuple[int, int]:
+    """Watch each of ``paths``; once all are parked: (the worker's threads, hub threads)."""
+    pid = srv.worker_pids()[0]
+    with ExitStack() as stack:
+        for path in paths:
+            watch(stack, srv, path)
+        wait_until(lambda: stats(srv)["parked"] == len(paths), timeout=60,
+                   message="every watcher parked")
+        total = len(os.listdir(f"/proc/{pid}/task"))
+        hubs = stats(srv)["threads"].count("pine-ws-hub")
+    wait_until(lambda: stats(srv)["live"] == 0, message="every socket closed")
+    wait_until(lambda: "pine-ws-hub" not in stats(srv)["threads"], message="the hub thread ended")
+    return total, hubs
+
+
+def test_many_files_cost_no_more_threads_than_one(server: ServerFactory, tmp_path: Path) -> None:
+    files = [tmp_path / f"f{i}.log" for i in range(N)]
+    for f in files:
+        f.write_bytes(b"")
+    srv = server("watch_app:app", threads=N + 10)
+    one_file, one_hub = threads_when_parked(srv, [files[0]] * N)
+    many_files, many_hubs = threads_when_parked(srv, files)
+    assert (one_hub, many_hubs) == (1, 1)
+    # the pool threads of the first round stay; nothing comes per file
+    assert many_files <= one_file
+
+
+def test_every_append_reaches_the_watchers_of_its_file_only(
+        server: ServerFactory, tmp_path: Path) -> None:
+    files = [tmp_path / f"f{i}.log" for i in range(N)]
+    for f in files:
+        f.write_bytes(b"")
+    srv = server("watch_app:app", threads=2 * N + 10)
+    with ExitStack() as stack:
+        clients = [(watch(stack, srv, f), watch(stack, srv, f)) for f in files]
+        wait_until(lambda: stats(srv)["parked"] == 2 * N, timeout=60,
+                   message="every watcher parked")
+        big = "b" * 99 + "\n"
+        with open(files[0], "a") as out:
+            out.write(big * 40_000)  # 4 MB for the first file's watchers
+        for i, f in enumerate(files[1:], 1):
+            with open(f, "a") as out:
+                out.write(f"line of file {i}\n")
+        for i, pair in enumerate(clients[1:], 1):
+            for ws in pair:
+                assert recv_text(ws, len(f"line of file {i}\n")) == f"line of file {i}\n"
+        for ws in clients[0]:
+            assert recv_text(ws, len(big) * 40_000, timeout=120) == big * 40_000
+        # nothing else came to anyone
+        for pair in clients:
+            for ws in pair:
+                with pytest.raises(TimeoutError):
+                    ws.recv(timeout=0.2)
+    wait_until(lambda: stats(srv)["live"] == 0, message="every socket closed")
