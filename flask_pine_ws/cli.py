@@ -231,15 +231,6 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _header_deadline_options() -> dict[str, Any]:
-    """gunicorn settings that give a request line and headers a deadline.
-
-    The place where the reusable header-deadline piece (a config hook or a
-    worker class) is wired into the command line's server; empty until then.
-    """
-    return {}
-
-
 def serve(app: Flask, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, workers: int = 1,
           threads: int = DEFAULT_THREADS, bind: str | None = None,
           on_ready: Callable[[list[str]], None] | None = None,
@@ -272,14 +263,16 @@ def serve(app: Flask, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, work
     options: dict[str, Any] = {
         "bind": [bind],
         "workers": workers,
-        "worker_class": "gthread",
+        # gthread, with a deadline for a request's line and headers
+        # (PINE_WS_HEADER_TIMEOUT): a client that sends one byte and nothing
+        # more holds no thread, and gets 408.
+        "worker_class": "flask_pine_ws.worker.ThreadWorker",
         "threads": threads,
         # Sockets close with 1001 at SIGTERM (shutdown hook): no long wait.
         "graceful_timeout": 10,
         "loglevel": log_level,
         "post_worker_init": shutdown.post_worker_init,
         "when_ready": ready,
-        **_header_deadline_options(),
     }
     if certfile:
         options["certfile"] = certfile
@@ -403,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(files, lines=args.lines, max_lines=args.max_lines, title=args.title,
                      prefix=args.prefix, login=login, roots=roots,
                      hosts=trusted_names(args.host, args.allow_host or ()))
+    # One address may not hold every thread: a few stay for everyone else.
+    app.config["PINE_WS_MAX_PER_ADDRESS"] = max(1, args.threads - 4)
     try:
         serve(app, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
               certfile=args.certfile, keyfile=args.keyfile,
