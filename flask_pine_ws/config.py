@@ -39,6 +39,13 @@ DEFAULTS: dict[str, Any] = {
     "PINE_WS_SEND_TIMEOUT": 60.0,
     # Seconds to wait for the peer's reply to our close frame.
     "PINE_WS_CLOSE_TIMEOUT": 2.0,
+    # Messages from the client queued until the handler receives them; past
+    # this many, the server stops reading the socket (TCP pushes back on the
+    # client) until the handler catches up. 0: no bound.
+    "PINE_WS_MAX_QUEUED_MESSAGES": 64,
+    # Bytes (characters of text) of queued messages past which the server
+    # stops reading the socket, as above; one message may pass it. 0: no bound.
+    "PINE_WS_MAX_QUEUED_BYTES": 1024 * 1024,
     # Bytes read from the socket at a time.
     "PINE_WS_READ_BUFFER_SIZE": 4096,
     # watch_file: the first window sent when no start is given (Pine's 5 MB).
