@@ -16,7 +16,7 @@ import time
 import zlib
 
 import pytest
-from wspeer import Peer, conn_pair
+from wspeer import client_frame, conn_pair
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
@@ -200,7 +200,7 @@ def test_a_deflate_bomb_is_1009_and_never_inflated_past_the_limit() -> None:
         bomb = block * 64
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         # the frame by hand: RSV1 set (compressed), masked as a client's must be
-        peer.sock.sendall(_client_frame(0x2, bomb[:-4], rsv1=True))
+        peer.sock.sendall(client_frame(0x2, bomb[:-4], rsv1=True))
         assert peer.closed(30) == (1009, "Message is too big")
         with pytest.raises(ConnectionClosed):
             conn.receive(5)
@@ -322,25 +322,3 @@ def test_shutdown_closes_healthy_peers_at_once_whatever_the_stalled_ones_do() ->
             for t in threading.enumerate():
                 if t.name == "pine-ws-shutdown":
                     t.join(5)
-
-
-def _client_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
-    """One masked client frame, built by hand (what wsproto's client would not send)."""
-    import os
-    import struct
-
-    first = 0x80 | (0x40 if rsv1 else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, 0x80 | n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, n)
-    mask = os.urandom(4)
-    key = (mask * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return header + mask + masked
-
-
-__all__ = ["Peer"]

@@ -10,8 +10,10 @@ loudly on any broken one.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,3 +176,19 @@ def conn_pair(config: Config | None = None, *, deflate: bool = False,
         client_sock.close()  # the peer vanishes: the server's reader ends at once
         conn.finish()
         server_sock.close()
+
+
+def client_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
+    """One masked client frame, built by hand (what wsproto's client would not send)."""
+    first = 0x80 | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", first, 0x80 | n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    mask = os.urandom(4)
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    return header + mask + masked
