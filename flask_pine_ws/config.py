@@ -30,9 +30,9 @@ DEFAULTS: dict[str, Any] = {
     # 25 s keeps a connection alive behind nginx's 60 s proxy_read_timeout.
     "PINE_WS_PING_INTERVAL": 25.0,
     # Seconds a ping may stay unanswered before the peer is dropped (1008).
-    # Apart from the ping interval: simple-websocket alone drops a peer whose
-    # pong is not back by the next ping, which kills a client that reads
-    # slowly (its pongs queue behind large messages) or a short interval.
+    # Apart from the ping interval: a deadline of one interval would drop a
+    # client that reads slowly (its pongs queue behind large messages), or
+    # any client with a short interval.
     "PINE_WS_PONG_TIMEOUT": 20.0,
     # Seconds a send may wait for a peer that does not read before the
     # connection is dropped (the file is the buffer, never the process).
