@@ -180,7 +180,8 @@ class Protocol:
         # socket's mode, which the reader's blocking recv relies on. An SSL
         # socket accepts no flags: it gets plain blocking writes, and the hub
         # cannot share frames with it.
-        self._nonblocking = not isinstance(sock, ssl.SSLSocket) and bool(_DONTWAIT)
+        self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
+        self._nonblocking = self._tls is None and bool(_DONTWAIT)
         self._raw_send = sock.send
         self._pending = b""  # the unwritten rest of a frame try_send_frame committed
         self._inbox: deque[str | bytes] = deque()
@@ -570,7 +571,9 @@ class Protocol:
         self._next_ping = time.monotonic() + settings.ping_interval
         while self._open or self._ws.state is ConnectionState.LOCAL_CLOSING:
             wait = self._until_ping()
-            ready = poller.poll(None if wait is None else wait * 1000)
+            # TLS may hold decrypted bytes the socket's fd no longer shows
+            ready = (self._tls is not None and self._tls.pending() > 0) or bool(
+                poller.poll(None if wait is None else wait * 1000))
             if settings.ping_interval and time.monotonic() >= self._next_ping:
                 if not self._ping_tick():
                     return

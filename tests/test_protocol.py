@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import resource
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import zlib
@@ -322,3 +324,34 @@ def test_shutdown_closes_healthy_peers_at_once_whatever_the_stalled_ones_do() ->
             for t in threading.enumerate():
                 if t.name == "pine-ws-shutdown":
                     t.join(5)
+
+
+def test_over_tls_messages_and_buffered_records_are_all_read(tmp_path) -> None:
+    """TLS holds decrypted bytes the fd does not show: the reader must not wait on them."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    raw_server, raw_client = socket.socketpair()
+    tls_server = server_ctx.wrap_socket(raw_server, server_side=True, do_handshake_on_connect=False)
+    tls_client = client_ctx.wrap_socket(raw_client, do_handshake_on_connect=False)
+    shaker = threading.Thread(target=tls_server.do_handshake)
+    shaker.start()
+    tls_client.do_handshake()
+    shaker.join()
+    with conn_pair(pair=(tls_server, tls_client)) as (conn, peer):
+        assert not conn.shares_frames
+        assert conn.try_send_frame(server_frame("text", b"no")) == 0
+        # many messages in one write: one TLS record, read in small pieces
+        peer.sock.sendall(b"".join(peer.ws.send(TextMessage(data=f"m{i}")) for i in range(2000)))
+        assert [conn.receive(5) for _ in range(2000)] == [f"m{i}" for i in range(2000)]
+        conn.send("big " * 50_000)
+        assert peer.message() == "big " * 50_000
+        conn.close(4003, "tls done")
+        assert peer.closed() == (4003, "tls done")
+

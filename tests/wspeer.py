@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterator
@@ -62,8 +63,8 @@ class Peer:
 
     def read(self, timeout: float = 10.0) -> bool:
         """Read what is there (waiting up to ``timeout``); ``False`` at EOF."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
+        tls_pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+        if not tls_pending and not select.select([self.sock], [], [], timeout)[0]:
             return True
         try:
             data = self.sock.recv(1 << 20)
@@ -142,13 +143,16 @@ def accept(peer: Peer) -> AcceptConnection:
 @contextmanager
 def conn_pair(config: Config | None = None, *, deflate: bool = False,
               buffer: int | None = None, subprotocols: list[str] | None = None,
-              ping_interval: float = 0, **options: Any) -> Iterator[tuple[Conn, Peer]]:
+              ping_interval: float = 0,
+              pair: tuple[socket.socket, socket.socket] | None = None,
+              **options: Any) -> Iterator[tuple[Conn, Peer]]:
     """A server :class:`Conn` and its client :class:`Peer`, torn down after use.
 
     :param buffer: the socket buffer size of both ends (small: partial writes).
+    :param pair: the (server, client) sockets to use instead of a new socketpair.
     :param options: ``Conn``'s keyword arguments (``send_timeout``, ...).
     """
-    server_sock, client_sock = socket.socketpair()
+    server_sock, client_sock = pair if pair is not None else socket.socketpair()
     if buffer is not None:
         for s in (server_sock, client_sock):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
