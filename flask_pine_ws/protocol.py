@@ -560,7 +560,9 @@ class Protocol:
                     pass
                 self._sock.close()
             self._parts = []
-            if self._peak >= _BIG_MESSAGE:
+            # a large message, or one refused as too big (inflated up to the
+            # limit, maybe without ever becoming an event)
+            if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
                 memory.release()
             self._notify()
 

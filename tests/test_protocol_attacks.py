@@ -186,13 +186,13 @@ def _bomb() -> bytes:
 
 
 def test_deflate_bombs_at_once_get_1009_and_memory_goes_back(server) -> None:
-    srv = server(APP, threads=64)
+    srv = server(APP, threads=128)
     assert echo_works(srv)
     (pid,) = srv.worker_pids()
     baseline = rss_kib(pid)
     frame = client_frame(_bomb(), rsv1=True)
     peak = baseline
-    waves, per_wave = 4, 40
+    waves, per_wave = 4, 90
     for _ in range(waves):
         with ExitStack() as stack:
             socks = []
@@ -231,7 +231,7 @@ def test_deflate_bombs_at_once_get_1009_and_memory_goes_back(server) -> None:
     print(f"\n{waves} waves of {per_wave} deflate bombs (256 MiB each inflated): worker RSS "
           f"{baseline // 1024} MiB before, peak {peak // 1024} MiB, {after // 1024} MiB after")
     assert peak - baseline < 160 * 1024, f"RSS peaked {(peak - baseline) // 1024} MiB up"
-    assert after - baseline < 48 * 1024, f"RSS stayed {(after - baseline) // 1024} MiB up"
+    assert after - baseline < 64 * 1024, f"RSS stayed {(after - baseline) // 1024} MiB up"
 
 
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
