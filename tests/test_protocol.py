@@ -355,3 +355,27 @@ def test_over_tls_messages_and_buffered_records_are_all_read(tmp_path) -> None:
         conn.close(4003, "tls done")
         assert peer.closed() == (4003, "tls done")
 
+
+
+def test_listeners_hear_messages_and_the_end_but_not_discarded_messages() -> None:
+    with conn_pair() as (conn, peer):
+        heard = threading.Event()
+        calls: list[int] = []
+
+        def listener() -> None:
+            calls.append(1)
+            heard.set()
+
+        conn.add_listener(listener)
+        peer.send(TextMessage(data="one"))
+        assert heard.wait(5) and conn.receive(5) == "one"
+        conn.discard_inbound()
+        heard.clear()
+        peer.send(TextMessage(data="dropped"))
+        peer.send(Ping(payload=b"sync"))  # answered after the message was handled
+        assert isinstance(peer.next_event(), Pong)
+        assert not heard.is_set()
+        peer.send(CloseConnection(code=1000))
+        assert heard.wait(5) and not conn.connected
+        conn.remove_listener(listener)
+        conn.remove_listener(listener)  # a second time: ignored
