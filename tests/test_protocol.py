@@ -313,7 +313,9 @@ def test_shutdown_closes_healthy_peers_at_once_whatever_the_stalled_ones_do() ->
             for _, peer in healthy:
                 assert peer.closed(5) == (1001, "server shutting down")
             took = time.monotonic() - started
-            assert took < 1.0, f"healthy peers waited {took:.2f}s"
+            # one by one, the 10 stalled ones would take 1 s each first: the
+            # bound says the healthy ones never waited for them (measured: ms)
+            assert took < 3.0, f"healthy peers waited {took:.2f}s"
             for t in senders:
                 t.join(10)
                 assert not t.is_alive()
