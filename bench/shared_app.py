@@ -20,7 +20,7 @@ once (full socket buffer) is handed back to its own thread to catch up from
 the file (the file is the buffer); clients starting at other offsets (a
 backlog, a resume) catch up on their own thread, then join the hub;
 permessage-deflate needs per-socket frames (or ``server_no_context_takeover``).
-It reaches into ``Conn._sock``, which is private.
+It writes its frames with ``Conn.try_send_frame`` and ``Conn.flush``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 
 from flask import Flask
 
@@ -82,8 +83,12 @@ class Hub:
             conns = list(self.conns)
         for conn in conns:
             try:
-                conn._sock.sendall(frame)  # private: the prototype's shortcut
-            except OSError:
+                # blocking, as the prototype wrote: wait for the socket's turn,
+                # then for the rest of a frame taken in part
+                while conn.connected and not conn.try_send_frame(frame):
+                    time.sleep(0.001)
+                conn.flush()
+            except ConnectionClosed:
                 self.remove(conn)
 
     def add(self, conn: Conn) -> None:

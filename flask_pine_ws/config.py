@@ -30,15 +30,22 @@ DEFAULTS: dict[str, Any] = {
     # 25 s keeps a connection alive behind nginx's 60 s proxy_read_timeout.
     "PINE_WS_PING_INTERVAL": 25.0,
     # Seconds a ping may stay unanswered before the peer is dropped (1008).
-    # Apart from the ping interval: simple-websocket alone drops a peer whose
-    # pong is not back by the next ping, which kills a client that reads
-    # slowly (its pongs queue behind large messages) or a short interval.
+    # Apart from the ping interval: a deadline of one interval would drop a
+    # client that reads slowly (its pongs queue behind large messages), or
+    # any client with a short interval.
     "PINE_WS_PONG_TIMEOUT": 20.0,
     # Seconds a send may wait for a peer that does not read before the
     # connection is dropped (the file is the buffer, never the process).
     "PINE_WS_SEND_TIMEOUT": 60.0,
     # Seconds to wait for the peer's reply to our close frame.
     "PINE_WS_CLOSE_TIMEOUT": 2.0,
+    # Messages from the client queued until the handler receives them; past
+    # this many, the server stops reading the socket (TCP pushes back on the
+    # client) until the handler catches up. 0: no bound.
+    "PINE_WS_MAX_QUEUED_MESSAGES": 64,
+    # Bytes (characters of text) of queued messages past which the server
+    # stops reading the socket, as above; one message may pass it. 0: no bound.
+    "PINE_WS_MAX_QUEUED_BYTES": 1024 * 1024,
     # Bytes read from the socket at a time.
     "PINE_WS_READ_BUFFER_SIZE": 4096,
     # watch_file: the first window sent when no start is given (Pine's 5 MB).

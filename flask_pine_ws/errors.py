@@ -2,7 +2,7 @@
 
 A handler sees :class:`ConnectionClosed` for every way a connection can end
 under it (a close frame, a reset, a write on a dead socket), never the
-``OSError`` or wsproto error that simple-websocket may raise instead.
+``OSError`` or wsproto error the socket and the protocol library raise.
 """
 
 from __future__ import annotations

@@ -119,29 +119,31 @@ class FlaskPineWS:
     ``init_app`` sets every ``PINE_WS_*`` key it reads with
     ``app.config.setdefault``, so an app overrides any of them before or after:
 
-    ============================== ===========================================
-    ``PINE_WS_ALLOWED_ORIGINS``    ``[]``: origins accepted besides the own host
-    ``PINE_WS_SUBPROTOCOLS``       ``[]``
-    ``PINE_WS_ENABLE_COMPRESSION`` ``True`` (permessage-deflate)
-    ``PINE_WS_MAX_MESSAGE_SIZE``   ``1048576`` bytes inbound; larger: close 1009
-    ``PINE_WS_PING_INTERVAL``      ``25.0`` seconds; ``0``: no pings
-    ``PINE_WS_PONG_TIMEOUT``       ``20.0`` seconds a ping may go unanswered
-    ``PINE_WS_SEND_TIMEOUT``       ``60.0`` seconds a peer may stop reading
-    ``PINE_WS_CLOSE_TIMEOUT``      ``2.0`` seconds to wait for the close reply
-    ``PINE_WS_READ_BUFFER_SIZE``   ``4096`` bytes
-    ``PINE_WS_BACKLOG_BYTES``      ``5242880``: watch_file's first window
-    ``PINE_WS_CHUNK_BYTES``        ``65536``: watch_file's largest message
-    ``PINE_WS_POLLING``            ``"auto"``: inotify, polling where refused
-    ``PINE_WS_POLL_INTERVAL``      ``1.0`` seconds between polls
-    ``PINE_WS_SAFETY_INTERVAL``    ``30.0`` seconds between safety checks
-    ``PINE_WS_WATCH_ROOTS``        ``None``: directories watch_file may read
-    ``PINE_WS_BROADCAST``          ``True``: one read and frame per append for all
-    ``PINE_WS_MESSAGE_QUEUE``      ``None``: channels within the process; or a
-                                   ``redis://`` / ``rediss://`` URL
-    ``PINE_WS_CHANNEL_QUEUE``      ``4194304`` bytes a member may have waiting;
-                                   past it: close 1013
-    ``PINE_WS_MAX_PER_ADDRESS``    ``0``: open WebSockets per client address; past: 429
-    ============================== ===========================================
+    =============================== ===========================================
+    ``PINE_WS_ALLOWED_ORIGINS``     ``[]``: origins accepted besides the own host
+    ``PINE_WS_SUBPROTOCOLS``        ``[]``
+    ``PINE_WS_ENABLE_COMPRESSION``  ``True`` (permessage-deflate)
+    ``PINE_WS_MAX_MESSAGE_SIZE``    ``1048576`` bytes inbound; larger: close 1009
+    ``PINE_WS_PING_INTERVAL``       ``25.0`` seconds; ``0``: no pings
+    ``PINE_WS_PONG_TIMEOUT``        ``20.0`` seconds a ping may go unanswered
+    ``PINE_WS_SEND_TIMEOUT``        ``60.0`` seconds a peer may stop reading
+    ``PINE_WS_CLOSE_TIMEOUT``       ``2.0`` seconds to wait for the close reply
+    ``PINE_WS_MAX_QUEUED_MESSAGES`` ``64`` unread messages; more: stop reading
+    ``PINE_WS_MAX_QUEUED_BYTES``    ``1048576`` unread bytes; more: stop reading
+    ``PINE_WS_READ_BUFFER_SIZE``    ``4096`` bytes
+    ``PINE_WS_BACKLOG_BYTES``       ``5242880``: watch_file's first window
+    ``PINE_WS_CHUNK_BYTES``         ``65536``: watch_file's largest message
+    ``PINE_WS_POLLING``             ``"auto"``: inotify, polling where refused
+    ``PINE_WS_POLL_INTERVAL``       ``1.0`` seconds between polls
+    ``PINE_WS_SAFETY_INTERVAL``     ``30.0`` seconds between safety checks
+    ``PINE_WS_WATCH_ROOTS``         ``None``: directories watch_file may read
+    ``PINE_WS_BROADCAST``           ``True``: one read and frame per append for all
+    ``PINE_WS_MESSAGE_QUEUE``       ``None``: channels within the process; or a
+                                    ``redis://`` / ``rediss://`` URL
+    ``PINE_WS_CHANNEL_QUEUE``       ``4194304`` bytes a member may have waiting;
+                                    past it: close 1013
+    ``PINE_WS_MAX_PER_ADDRESS``     ``0``: open WebSockets per client address; past: 429
+    =============================== ===========================================
     """
 
     def __init__(self, app: Flask | None = None) -> None:
@@ -284,7 +286,9 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             conn = Conn(request.environ, cfg,
                         send_timeout=float(app.config["PINE_WS_SEND_TIMEOUT"]),
                         close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]),
-                        pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]))
+                        pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]),
+                        max_queued_messages=int(app.config["PINE_WS_MAX_QUEUED_MESSAGES"]),
+                        max_queued_bytes=int(app.config["PINE_WS_MAX_QUEUED_BYTES"]))
         except OSError:
             # The client left while the 101 was being written (a reset, a
             # closed tab): nothing to serve, and nothing worth a traceback

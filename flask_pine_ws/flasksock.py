@@ -80,7 +80,14 @@ class _NotifyingEvent(threading.Event):
         super().__init__()
         self.listeners: list[Callable[[], None]] = []
 
+        #: Set by :meth:`SockConn.discard_inbound`: the library's queue of
+        #: received messages, emptied at every wake-up (on its reader thread,
+        #: right after it appended), so unread messages are never held.
+        self.discard: list[Any] | None = None
+
     def set(self) -> None:
+        if self.discard is not None:
+            self.discard.clear()
         super().set()
         for listener in list(self.listeners):
             listener()
@@ -163,6 +170,18 @@ class SockConn:
 
     def send_json(self, obj: Any) -> None:
         self.send(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+    def discard_inbound(self) -> None:
+        """Drop what the client sends from now on (``watch_file`` never reads).
+
+        The library appends every message to its ``input_buffer`` without a
+        bound; that list is emptied at each wake-up, so it holds at most the
+        message just received.
+        """
+        buffer = getattr(self._ws, "input_buffer", None)
+        if isinstance(buffer, list):
+            buffer.clear()
+            self._ws.event.discard = buffer
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
         try:

@@ -6,6 +6,14 @@ module keeps a process-wide set of live connections and, when the worker is
 told to stop, closes each with 1001 ("going away"), so handlers and file
 watchers return and the worker exits at once.
 
+At once means in parallel: a connection whose handler is stuck writing to a
+client that does not read holds its send lock for up to the send timeout, and
+its close waits up to a second before it cuts the socket. So every
+connection first gets its close frame without any waiting where it can (the
+lock free and the socket taking the frame: every healthy client, in one
+pass); each of the others then gets a thread of its own, so no client waits
+for another one's second.
+
 The hook wraps the SIGTERM handler that gunicorn's worker installs. gunicorn
 loads the app (and so calls ``init_app``) in the worker's main thread after it
 has set its signal handlers, which is where :func:`install` finds it. With
@@ -61,8 +69,13 @@ def close_all() -> None:
         conns = list(_live)
 
     def run() -> None:
-        for conn in conns:
-            conn.abort_for_shutdown()
+        slow = [conn for conn in conns if not conn.close_at_once_for_shutdown()]
+        closers = [threading.Thread(target=conn.abort_for_shutdown, name="pine-ws-shutdown",
+                                    daemon=True) for conn in slow]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
 
     threading.Thread(target=run, name="pine-ws-shutdown", daemon=True).start()
 

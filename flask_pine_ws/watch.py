@@ -148,6 +148,7 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     table = WatchTable.current()
     sub = None
     target_sub: Subscription | None = None
+    conn.discard_inbound()  # never read here: nothing the client sends is held
     conn.add_listener(listener)
     try:
         # Subscribe before opening: a change between the two is not missed.

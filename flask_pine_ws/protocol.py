@@ -1,0 +1,688 @@
+"""The WebSocket protocol of one connection, driven from wsproto directly.
+
+This module is the only one that imports wsproto; it owns everything between
+the socket and :class:`~.conn.Conn`: the handshake answer, the reader thread,
+the inbound queue, pings and pongs, closing, and the one send path.
+
+Why wsproto directly, not simple-websocket: every part of simple-websocket
+this project used had to be repaired from outside (see ``docs/internals.md``):
+its writes are neither serialised nor whole, its reader thread queues without
+bound and cannot stop reading, its ping deadline is the ping interval, it
+inflates a compressed message whole before its size check, it records none of
+the close frames it sends on its own, and after a disconnect it raises three
+kinds of errors. What was left of it was twenty lines of handshake. Owning the
+reader loop here is what makes the bounds possible at all; the wsproto
+behaviours relied on are pinned by ``tests/test_protocol_contract.py``.
+
+The send path: one lock, under which wsproto builds a frame (its compressor
+must see messages in wire order) and the socket takes every byte of it.
+Data messages, pings, pongs, close frames and the broadcast hub's ready-made
+frames all go through it, so frames never interleave. A write that makes no
+progress for ``send_timeout`` seconds cuts the socket: a peer that stops
+reading cannot pin a thread for ever. :meth:`Protocol.try_send_frame` writes
+without ever waiting (the hub); a frame it could write only in part is
+committed, and its rest is written first by the next write.
+
+The inbound side: the reader thread parses what arrives and queues whole
+messages for :meth:`Protocol.receive`. When the queue holds
+``max_queued_messages`` messages or ``max_queued_bytes`` bytes, the thread
+stops reading the socket until the handler takes some: TCP then pushes back
+on the client, and no memory grows (it still sends pings meanwhile, so
+proxies keep the connection). :meth:`Protocol.discard_inbound` drops data
+messages as they arrive instead, for handlers that never read (a watched
+file). A compressed message is inflated no further than
+``max_message_size``: a deflate bomb costs at most that much before 1009.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import ssl
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol
+from wsproto.utilities import LocalProtocolError
+
+from . import memory
+from .errors import ConnectionClosed
+
+#: The server a connection runs on, named after the WSGI environ key of its socket.
+Mode = Literal["gunicorn", "werkzeug"]
+
+#: Flags of a write that must not wait (0 where there is none: such sockets never try).
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+_OPEN = ConnectionState.OPEN
+
+#: What the socket or wsproto raise once the peer is gone or the state moved on.
+_GONE = (OSError, LocalProtocolError)
+
+#: A message larger than this, once dropped, is worth giving its memory back for.
+_BIG_MESSAGE = 256 * 1024
+
+TOO_BIG_REASON = "Message is too big"
+PING_TIMEOUT_REASON = "Ping/Pong timeout"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one connection's protocol needs to know (0 turns a bound or timer off)."""
+
+    subprotocols: Sequence[str] = ()
+    compression: bool = True
+    max_message_size: int = 0
+    read_buffer_size: int = 4096
+    ping_interval: float = 0.0
+    pong_timeout: float = 20.0
+    send_timeout: float = 60.0
+    close_timeout: float = 2.0
+    max_queued_messages: int = 0
+    max_queued_bytes: int = 0
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that inflates no more than ``limit`` bytes per message.
+
+    wsproto inflates each frame's payload whole; a few kilobytes of zeros
+    inflate to gigabytes before any size check could run. Here each call
+    inflates at most one byte past what the message may still grow by; a
+    message that wants more fails with 1009 having cost ``limit`` bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+        self._inflated = 0
+
+    def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol,
+                                   data: bytes) -> bytes | CloseReason:
+        if not self._limit or not self._inbound_compressed or not self._inbound_is_compressible:
+            return super().frame_inbound_payload_data(proto, data)
+        decompressor = self._decompressor
+        assert decompressor is not None  # set by frame_inbound_header for a compressed frame
+        room = self._limit - self._inflated
+        try:
+            out = decompressor.decompress(bytes(data), room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if self._inflated > self._limit or decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol,
+                               fin: bool) -> bytes | CloseReason | None:
+        result = super().frame_inbound_complete(proto, fin)
+        if fin:
+            self._inflated = 0
+        return result
+
+
+def _environ_socket(environ: dict[str, Any]) -> tuple[socket.socket, Mode]:
+    for key, mode in (("gunicorn.socket", "gunicorn"), ("werkzeug.socket", "werkzeug")):
+        sock = environ.get(key)
+        if sock is not None:
+            return sock, mode  # type: ignore[return-value]  # mode is one of the Literal's
+    raise RuntimeError("flask-pine-ws runs under gunicorn or Werkzeug's server only: "
+                       "no socket in the WSGI environ")
+
+
+def _handshake_request(environ: dict[str, Any]) -> bytes:
+    """The client's upgrade request, rebuilt from the environ for wsproto's handshake."""
+    lines = [b"GET / HTTP/1.1"]
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and isinstance(value, str):
+            name = "-".join(part.capitalize() for part in key[5:].split("_"))
+            lines.append(f"{name}: {value}".encode("latin-1"))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Protocol:
+    """One server-side WebSocket connection: handshake done in ``__init__``, then a reader thread.
+
+    Thread-safe: any thread may send, receive or close. ``notify`` is called
+    (on the reader thread, or the closing one) whenever a message is queued
+    or the connection ends; it must only signal.
+
+    :raises RuntimeError: the environ holds no socket.
+    :raises OSError: the client left while the handshake answer was written.
+    """
+
+    def __init__(self, environ: dict[str, Any], settings: Settings,
+                 notify: Callable[[], None]) -> None:
+        sock, self.mode = _environ_socket(environ)
+        self._sock = sock
+        self._settings = settings
+        self._notify_cb = notify
+        self._send_lock = threading.Lock()
+        # MSG_DONTWAIT makes one call non-blocking without touching the
+        # socket's mode, which the reader's blocking recv relies on. An SSL
+        # socket accepts no flags: it gets plain blocking writes, and the hub
+        # cannot share frames with it.
+        self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
+        self._nonblocking = self._tls is None and bool(_DONTWAIT)
+        self._raw_send = sock.send
+        self._pending = b""  # the unwritten rest of a frame try_send_frame committed
+        self._inbox: deque[str | bytes] = deque()
+        self._inbox_bytes = 0
+        self._inbox_cond = threading.Condition(threading.Lock())
+        self._discard = False
+        self._open = False
+        self._cut = False  # the socket was shut down: stop waiting for anything
+        self._local_close: tuple[int, str] | None = None
+        self._remote_close: tuple[int, str] | None = None
+        self._parts: list[str | bytes | bytearray] = []  # fragments of the message being received
+        self._parts_len = 0
+        self._peak = 0  # the largest message received, for giving memory back
+        self._next_ping = 0.0
+        self._ping_out: float | None = None  # when the oldest unanswered ping left
+        self.subprotocol: str | None = None
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._handshake(environ)
+        self._thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
+        self._thread.start()
+
+    # -- handshake -------------------------------------------------------------
+
+    def _handshake(self, environ: dict[str, Any]) -> None:
+        self._ws.receive_data(_handshake_request(environ))
+        request = next((e for e in self._ws.events() if isinstance(e, Request)), None)
+        if request is None:  # the view checked the request already: not reached
+            raise RuntimeError("not a WebSocket upgrade request")
+        self.subprotocol = next((p for p in request.subprotocols
+                                 if p in self._settings.subprotocols), None)
+        extensions: list[Extension] = []
+        if self._settings.compression:
+            extensions.append(BoundedDeflate(self._settings.max_message_size))
+        answer = self._ws.send(AcceptConnection(subprotocol=self.subprotocol,
+                                                extensions=extensions))
+        with self._send_lock:
+            self._write(answer, self._settings.send_timeout)
+        self._open = True
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """``True`` until a close frame went either way or the socket failed."""
+        return self._open
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def close_code(self) -> int:
+        """Ours if we closed (also on our own: 1009, 1008), else the peer's; 1006: none."""
+        if self._local_close is not None:
+            return self._local_close[0]
+        if self._remote_close is not None:
+            return self._remote_close[0]
+        return 1006
+
+    @property
+    def close_reason(self) -> str:
+        closing = self._local_close or self._remote_close
+        return closing[1] if closing is not None else ""
+
+    def closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code, self.close_reason)
+
+    def _notify(self) -> None:
+        with self._inbox_cond:
+            self._inbox_cond.notify_all()
+        self._notify_cb()
+
+    # -- the send path -----------------------------------------------------------
+
+    @property
+    def can_try_send(self) -> bool:
+        """Whether :meth:`try_send_frame` can write at all (not on SSL sockets)."""
+        return self._nonblocking
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame :meth:`try_send_frame` left for the next write."""
+        return len(self._pending)
+
+    def send_message(self, data: str | bytes) -> None:
+        """Send one whole message (text for ``str``), compressed if negotiated.
+
+        :raises ConnectionClosed: the connection is gone or closing.
+        """
+        event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
+        with self._send_lock:
+            if not self._open:
+                raise self.closed_error()
+            try:
+                self._write(self._ws.send(event), self._settings.send_timeout)
+            except _GONE:
+                self._lost()
+                raise self.closed_error() from None
+
+    def try_send_frame(self, frame: bytes) -> int:
+        """Write what the socket takes of one ready-made frame now, without blocking.
+
+        Nothing is written (0) when another write holds the send lock, when
+        the connection is not open, when an earlier frame's rest is still not
+        out, or on an SSL socket. A frame written in part is committed: its
+        rest is kept and written first by the next write.
+
+        :returns: the bytes of ``frame`` taken (written, or kept to write next).
+        """
+        if not self._nonblocking or not self._send_lock.acquire(blocking=False):
+            return 0
+        try:
+            if not self._open or self._ws.state is not _OPEN:
+                return 0
+            try:
+                if self._pending:
+                    self._pending = self._pending[self._send_now(self._pending):]
+                    if self._pending:
+                        return 0
+                # The common case in one call: the whole frame fits the
+                # socket's buffer (no memoryview, no loop).
+                try:
+                    sent: int = self._raw_send(frame, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    return 0
+                if 0 < sent < len(frame):
+                    rest = frame[sent:]
+                    self._pending = rest[self._send_now(rest):]
+                return sent
+            except OSError:
+                self._lost()
+                return 0
+        finally:
+            self._send_lock.release()
+
+    def flush(self) -> None:
+        """Write the rest of a frame :meth:`try_send_frame` wrote in part (bounded in time).
+
+        :raises ConnectionClosed: the connection is gone.
+        """
+        with self._send_lock:
+            if not self._pending:
+                return
+            try:
+                self._write(b"", self._settings.send_timeout)
+            except _GONE:
+                self._lost()
+                raise self.closed_error() from None
+
+    def _send_control(self, event: Event) -> None:
+        """Send a ping, pong or close echo from the reader thread."""
+        with self._send_lock:
+            self._write(self._ws.send(event), self._settings.send_timeout)
+
+    def _send_now(self, data: bytes) -> int:
+        """Write as much of ``data`` as the socket takes without waiting (the lock held)."""
+        view = memoryview(data)
+        total = 0
+        while total < len(view):
+            try:
+                sent = self._raw_send(view[total:], _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not sent:
+                break
+            total += sent
+        return total
+
+    def _write(self, data: bytes, limit: float) -> None:
+        """Write a kept rest, then every byte of ``data`` (the lock held), or fail.
+
+        A write that makes no progress for ``limit`` seconds cuts the socket
+        (the reader wakes and the connection ends) and raises ``TimeoutError``.
+        """
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        if not self._nonblocking:
+            self._sock.sendall(data)
+            return
+        view = memoryview(data)
+        deadline: float | None = None
+        while view:
+            try:
+                sent = self._raw_send(view, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent:
+                view = view[sent:]
+                deadline = None
+                continue
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + limit
+            if now >= deadline:
+                self.abort()
+                raise TimeoutError(errno.ETIMEDOUT, "the peer stopped reading")
+            fd = self._sock.fileno()
+            if fd < 0:  # closed by the reader thread meanwhile
+                raise OSError(errno.EBADF, "the socket is closed")
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll(min(deadline - now, 1.0) * 1000)
+
+    # -- closing -----------------------------------------------------------------
+
+    def close(self, code: int, reason: str, wait: float | None = None) -> None:
+        """Send a close frame (or finish sending one) and mark the connection closed.
+
+        :param wait: seconds to wait for the send lock and for the socket to
+            take the frame; ``None``: the lock as long as it takes, the frame
+            ``send_timeout``. Past it, the socket is cut (the peer sees 1006).
+        """
+        limit = self._settings.send_timeout if wait is None else wait
+        if not self._send_lock.acquire(timeout=-1 if wait is None else wait):
+            if self._open:
+                self._local_close = (code, reason)
+                self._open = False
+            self.abort()
+            self._notify()
+            return
+        try:
+            if self._open:
+                self._local_close = (code, reason)
+                self._open = False
+                self._write(self._ws.send(CloseConnection(code=code, reason=reason)), limit)
+            elif self._pending:  # a close frame close_at_once wrote in part
+                self._write(b"", limit)
+        except _GONE:
+            self.abort()
+        finally:
+            self._send_lock.release()
+        self._notify()
+
+    def close_at_once(self, code: int, reason: str) -> bool:
+        """Close without waiting at all, if the connection lets us.
+
+        :returns: ``True`` when the close frame is on the wire (or the
+            connection was closed already); ``False`` when the send lock was
+            busy or the socket took the frame only in part: finish with
+            :meth:`close`.
+        """
+        if not self._send_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._open:
+                return not self._pending
+            if not self._nonblocking:
+                return False
+            if self._pending:
+                self._pending = self._pending[self._send_now(self._pending):]
+                if self._pending:
+                    return False
+            self._local_close = (code, reason)
+            self._open = False
+            frame = bytes(self._ws.send(CloseConnection(code=code, reason=reason)))
+            self._pending = frame[self._send_now(frame):]
+            return not self._pending
+        except _GONE:
+            self.abort()
+            return True
+        finally:
+            self._send_lock.release()
+            self._notify()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close on our own (the reader thread): a message too big, a protocol error."""
+        with self._send_lock:
+            if not self._open:
+                return
+            self._local_close = (code, reason)
+            self._open = False
+            try:
+                self._write(self._ws.send(CloseConnection(code=code, reason=reason)),
+                            self._settings.send_timeout)
+            except _GONE:
+                self.abort()
+
+    def _lost(self) -> None:
+        """The socket failed under us: the connection is over."""
+        self._open = False
+        self.abort()
+        self._notify()
+
+    def abort(self) -> None:
+        """Shut the socket down both ways: a blocked ``recv`` returns at once."""
+        self._cut = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected: nothing left to wake
+        with self._inbox_cond:
+            self._inbox_cond.notify_all()  # a reader paused on a full inbox
+
+    # -- receiving ---------------------------------------------------------------
+
+    def discard_inbound(self) -> None:
+        """Drop every data message from now on, and those queued: they are never held."""
+        with self._inbox_cond:
+            self._discard = True
+            self._inbox.clear()
+            self._inbox_bytes = 0
+            self._inbox_cond.notify_all()
+
+    def receive(self, timeout: float | None) -> str | bytes | None:
+        """The next message; ``None`` when ``timeout`` passed first.
+
+        :raises ConnectionClosed: the connection ended and no message is left.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._inbox_cond:
+            while not self._inbox:
+                if not self._open:
+                    raise self.closed_error()
+                if deadline is None:
+                    self._inbox_cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._inbox_cond.wait(left)
+            message = self._inbox.popleft()
+            self._inbox_bytes -= len(message)
+            self._inbox_cond.notify_all()  # the reader may be waiting for room
+            return message
+
+    def _full(self) -> bool:
+        s = self._settings
+        return ((s.max_queued_messages > 0 and len(self._inbox) >= s.max_queued_messages)
+                or (s.max_queued_bytes > 0 and self._inbox_bytes >= s.max_queued_bytes))
+
+    def _queue(self, message: str | bytes) -> None:
+        """Queue a whole message; while the inbox is full, stop reading (pinging still)."""
+        with self._inbox_cond:
+            if self._discard or not self._open:
+                return
+            self._inbox.append(message)
+            self._inbox_bytes += len(message)
+            self._inbox_cond.notify_all()
+        self._notify_cb()
+        with self._inbox_cond:
+            paused = False
+            while self._open and not self._cut and not self._discard and self._full():
+                paused = True
+                self._inbox_cond.wait(self._until_ping())
+                if self._open and self._settings.ping_interval and \
+                        time.monotonic() >= self._next_ping:
+                    self._inbox_cond.release()
+                    try:
+                        self._send_control(Ping())
+                    finally:
+                        self._inbox_cond.acquire()
+                    self._next_ping = time.monotonic() + self._settings.ping_interval
+            if paused:
+                # No pong could be read while paused: the clock starts again.
+                self._ping_out = None
+
+    # -- the reader thread -------------------------------------------------------
+
+    def _until_ping(self) -> float | None:
+        if not self._settings.ping_interval:
+            return None
+        return max(0.0, self._next_ping - time.monotonic())
+
+    def _run(self) -> None:
+        try:
+            self._read_loop()
+        except _GONE:
+            pass
+        finally:
+            self._open = False
+            with self._send_lock:
+                self._pending = b""
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._sock.close()
+            self._parts = []
+            # a large message, or one refused as too big (inflated up to the
+            # limit, maybe without ever becoming an event)
+            if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
+                memory.release()
+            self._notify()
+
+    def _read_loop(self) -> None:
+        settings = self._settings
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        self._next_ping = time.monotonic() + settings.ping_interval
+        while self._open or self._ws.state is ConnectionState.LOCAL_CLOSING:
+            wait = self._until_ping()
+            # TLS may hold decrypted bytes the socket's fd no longer shows
+            ready = (self._tls is not None and self._tls.pending() > 0) or bool(
+                poller.poll(None if wait is None else wait * 1000))
+            if settings.ping_interval and time.monotonic() >= self._next_ping:
+                if not self._ping_tick():
+                    return
+            if not ready:
+                continue
+            data = self._sock.recv(settings.read_buffer_size)
+            if not data:
+                return
+            self._ws.receive_data(data)
+            if not self._handle(self._ws.events()):
+                return
+
+    def _ping_tick(self) -> bool:
+        """Ping, or drop a peer whose pong is overdue; ``False`` once dropped."""
+        now = time.monotonic()
+        if self._ping_out is not None and now - self._ping_out >= self._settings.pong_timeout:
+            self._fail(1008, PING_TIMEOUT_REASON)
+            self._notify()
+            self._linger()
+            return False
+        if self._open:
+            self._send_control(Ping())
+            if self._ping_out is None:
+                self._ping_out = now
+        self._next_ping = now + self._settings.ping_interval
+        return True
+
+    def _handle(self, events: Iterable[Event]) -> bool:
+        """Act on what arrived; ``False`` once the connection is over."""
+        for event in events:
+            if isinstance(event, (TextMessage, BytesMessage)):
+                if not self._take(event):
+                    self._linger()
+                    return False
+            elif isinstance(event, Ping):
+                if self._open:
+                    self._send_control(event.response())
+            elif isinstance(event, Pong):
+                self._ping_out = None
+            elif isinstance(event, CloseConnection):
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    # The peer's close frame: answer it and end.
+                    self._remote_close = (int(event.code), event.reason or "")
+                    self._open = False
+                    self._send_control(event.response())
+                    self._notify()
+                    return False
+                if self._ws.state is ConnectionState.CLOSED:
+                    return False  # the answer to our close frame
+                # Not a frame: wsproto's verdict on a broken one (1002,
+                # 1007, or 1009 from the inflater).
+                code = int(event.code)
+                reason = TOO_BIG_REASON if code == 1009 else (event.reason or "")[:123]
+                self._fail(code, reason)
+                self._notify()
+                self._linger()
+                return False
+        return True
+
+    def _take(self, event: TextMessage | BytesMessage) -> bool:
+        """Add a message fragment; queue the message once whole. ``False``: too big."""
+        limit = self._settings.max_message_size
+        self._parts_len += len(event.data)
+        self._peak = max(self._peak, self._parts_len)
+        if limit and self._parts_len > limit:
+            self._parts = []
+            self._fail(1009, TOO_BIG_REASON)
+            self._notify()
+            return False
+        if not self._discard and self._ws.state is _OPEN:
+            self._parts.append(event.data)
+        if not event.message_finished:
+            return True
+        parts, self._parts = self._parts, []
+        self._parts_len = 0
+        if parts:
+            if len(parts) == 1:
+                message = parts[0]
+            elif isinstance(event, TextMessage):
+                message = "".join(parts)  # type: ignore[arg-type]  # all str
+            else:
+                message = b"".join(parts)  # type: ignore[arg-type]  # all bytes
+            self._queue(bytes(message) if isinstance(message, bytearray) else message)
+        return True
+
+    def _linger(self) -> None:
+        """After closing on our own, read and drop what the peer still sends, briefly.
+
+        Closing the socket with unread bytes in it sends a reset, which may
+        destroy our close frame before the client reads it: wait for the
+        client's close (or its end, or ``close_timeout``) first.
+        """
+        deadline = time.monotonic() + self._settings.close_timeout
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            poller = select.poll()
+            poller.register(self._sock.fileno(), select.POLLIN)
+            while (left := deadline - time.monotonic()) > 0:
+                if poller.poll(left * 1000) and not self._sock.recv(65536):
+                    return
+        except OSError:
+            pass
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the reader thread; ``True`` once it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+__all__ = ["BoundedDeflate", "Mode", "Protocol", "Settings"]
