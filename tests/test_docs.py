@@ -298,7 +298,8 @@ def _serve_echo(sample: Sample) -> None:
     _write(sample.previous_block("echo").code, sample.tmp, "echo")
     client = sample.next_block("client")
     commands = _commands(sample.block)
-    assert [c.split()[0] for c in commands] == ["flask", "gunicorn"], commands
+    assert [c.split()[0] for c in commands] == [".venv/bin/flask", ".venv/bin/gunicorn"], commands
+    (sample.tmp / ".venv").symlink_to(sys.prefix)  # the page's .venv: this environment
     for command in commands:
         assert "5000" in command, command
         port = _free_port()
@@ -308,21 +309,28 @@ def _serve_echo(sample: Sample) -> None:
 
 @check("cli-serve")
 def _cli_serve(sample: Sample) -> None:
-    """Each command of the page serves the files it names, each on a page of its own."""
-    for name in ("app.log", "worker.log"):
-        (sample.tmp / name).write_text(f"a line of {name}\n")
+    """Each command of the page serves the files it names (a directory: those matching the
+    glob), each on a page of its own, and the page's socket streams it."""
+    var_log = sample.tmp / "var-log"
+    (var_log / "app").mkdir(parents=True)
+    for name in ("app.log", "worker.log", "app/web.log", "app/notes.txt"):
+        (var_log / name).write_text(f"a line of {name}\n")
     commands = _commands(sample.block)
-    assert len(commands) == 2, commands
-    for command in commands:
+    assert len(commands) == 3, commands
+    served = [["app.log", "worker.log"], ["web.log"], ["app.log"]]
+    for command, names in zip(commands, served, strict=True):
         port = _free_port()
-        command = command.replace("/var/log/", f"{sample.tmp}/")
+        command = command.replace("/var/log/", f"{var_log}/")
         command = (command.replace("--port 9001", f"--port {port}") if "--port" in command
                    else f"{command} --port {port}")
         with serving_command(command, sample.tmp, port):
             status, index = _http_status(f"http://127.0.0.1:{port}/")
-            assert status == 200 and '"/app.log"' in index, index
-            with ws_at(f"ws://127.0.0.1:{port}/ws/app.log") as conn:
-                receive_text(conn, "a line of app.log\n")
+            assert status == 200, index
+            status, listing = _http_status(f"http://127.0.0.1:{port}/_files.json")
+            assert [f["name"] for f in json.loads(listing)] == names, listing
+            first = names[0]
+            with ws_at(f"ws://127.0.0.1:{port}/ws/{first}") as conn:
+                receive_text(conn, f"a line of {'app/' if first == 'web.log' else ''}{first}\n")
 
 
 @check("logs")
