@@ -1032,6 +1032,9 @@ def _stat_reloader(sample: Sample) -> None:
     app = _write(sample.block.code.replace("port=5000", f"port={port}"), sample.tmp, "app")
     log = sample.tmp / f"command-{port}.log"
     with serving_command("python app.py", sample.tmp, port):
+        # the parent listens before its reloader starts the serving child
+        wait_until(lambda: "Restarting with" in log.read_text(), timeout=60,
+                   message="the reloader")
         assert "Restarting with stat" in log.read_text(), log.read_text()
         assert _http_status(f"http://127.0.0.1:{port}/")[0] == 404  # served: no route at /
         time.sleep(1.5)  # a modification time the reloader can tell from the first
