@@ -524,7 +524,7 @@ def test_dns_rebinding_host_is_refused(tmp_path: Path) -> None:
 def forward_auth_site(port: int, upstream: int, auth_port: int) -> str:
     """The nginx site of docs/expose.md, pointed at the test's servers."""
     text = EXPOSE_PAGE.read_text(encoding="utf-8")
-    found = re.search(r"<!-- site: nginx-forward-auth -->\n```nginx\n(.*?)\n```", text, re.S)
+    found = re.search(r"<!-- test: nginx-forward-auth -->\n```nginx\n(.*?)\n```", text, re.S)
     assert found, "docs/expose.md lost its forward-auth site"
     site = found.group(1) + "\n"
     for old, new in (("listen 80;", f"listen 127.0.0.1:{port};"),

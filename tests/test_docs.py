@@ -36,12 +36,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -244,19 +245,27 @@ def _commands(block: Block) -> list[str]:
     return [line.removeprefix("$ ") for line in lines if line]
 
 
+#: The variable assignments a shell command may start with, and the command after them.
+_ASSIGNMENTS = re.compile(r"((?:[A-Za-z_]\w*=(?:'[^']*'|\S*)\s+)*)(.*)", re.S)
+
+
 @contextmanager
 def serving_command(command: str, cwd: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Run a page's shell command that serves on ``port``, until it listens; stop it after.
 
     The command runs as printed, through ``sh``, with this interpreter's
     ``bin`` directory first on ``PATH`` (its ``flask``, ``gunicorn`` and
-    ``flask-pine-ws`` scripts) and the checkout importable.
+    ``flask-pine-ws`` scripts) and the checkout importable. Variables assigned
+    before the command (``NAME='value' command``) are in its environment.
     """
+    split = _ASSIGNMENTS.fullmatch(command)
+    assert split, command
+    assignments, rest = split.groups()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
     log = cwd / f"command-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(["sh", "-c", f"exec {command}"], cwd=cwd, env=env,
+        proc = subprocess.Popen(["sh", "-c", f"{assignments}exec {rest}"], cwd=cwd, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -289,7 +298,8 @@ def _serve_echo(sample: Sample) -> None:
     _write(sample.previous_block("echo").code, sample.tmp, "echo")
     client = sample.next_block("client")
     commands = _commands(sample.block)
-    assert [c.split()[0] for c in commands] == ["flask", "gunicorn"], commands
+    assert [c.split()[0] for c in commands] == [".venv/bin/flask", ".venv/bin/gunicorn"], commands
+    (sample.tmp / ".venv").symlink_to(sys.prefix)  # the page's .venv: this environment
     for command in commands:
         assert "5000" in command, command
         port = _free_port()
@@ -299,21 +309,28 @@ def _serve_echo(sample: Sample) -> None:
 
 @check("cli-serve")
 def _cli_serve(sample: Sample) -> None:
-    """Each command of the page serves the files it names, each on a page of its own."""
-    for name in ("app.log", "worker.log"):
-        (sample.tmp / name).write_text(f"a line of {name}\n")
+    """Each command of the page serves the files it names (a directory: those matching the
+    glob), each on a page of its own, and the page's socket streams it."""
+    var_log = sample.tmp / "var-log"
+    (var_log / "app").mkdir(parents=True)
+    for name in ("app.log", "worker.log", "app/web.log", "app/notes.txt"):
+        (var_log / name).write_text(f"a line of {name}\n")
     commands = _commands(sample.block)
-    assert len(commands) == 2, commands
-    for command in commands:
+    assert len(commands) == 3, commands
+    served = [["app.log", "worker.log"], ["web.log"], ["app.log"]]
+    for command, names in zip(commands, served, strict=True):
         port = _free_port()
-        command = command.replace("/var/log/", f"{sample.tmp}/")
+        command = command.replace("/var/log/", f"{var_log}/")
         command = (command.replace("--port 9001", f"--port {port}") if "--port" in command
                    else f"{command} --port {port}")
         with serving_command(command, sample.tmp, port):
             status, index = _http_status(f"http://127.0.0.1:{port}/")
-            assert status == 200 and '"/app.log"' in index, index
-            with ws_at(f"ws://127.0.0.1:{port}/ws/app.log") as conn:
-                receive_text(conn, "a line of app.log\n")
+            assert status == 200, index
+            status, listing = _http_status(f"http://127.0.0.1:{port}/_files.json")
+            assert [f["name"] for f in json.loads(listing)] == names, listing
+            first = names[0]
+            with ws_at(f"ws://127.0.0.1:{port}/ws/{first}") as conn:
+                receive_text(conn, f"a line of {'app/' if first == 'web.log' else ''}{first}\n")
 
 
 @check("logs")
@@ -804,6 +821,532 @@ def _viewer(sample: Sample) -> None:
         assert conn.recv(timeout=TIMEOUT) == b"lo\n"
     with ws(srv, "/logs/ws/app?offset=-1", additional_headers={"Cookie": admin}) as conn:
         assert close_code(conn) == 1008
+
+
+# -- channels.md -------------------------------------------------------------
+
+
+def _recv_json(conn: ClientConnection) -> Any:
+    message = conn.recv(timeout=TIMEOUT)
+    assert isinstance(message, str), message
+    return json.loads(message)
+
+
+_JOINED = {"system": "someone joined"}
+
+
+def _recv_skipping_joins(conn: ClientConnection) -> str | bytes:
+    """The next message that is not a member's ``someone joined`` notice."""
+    while True:
+        message = conn.recv(timeout=TIMEOUT)
+        if not (isinstance(message, str) and message.startswith("{")
+                and json.loads(message) == _JOINED):
+            return message
+
+
+@check("channels-rooms")
+def _channels_rooms(sample: Sample) -> None:
+    """Members of a room get what any member sends, themselves included; other rooms do not."""
+    srv = sample.serve()
+    with ws(srv, "/chat/lobby") as ann, ws(srv, "/chat/lobby") as bob, \
+            ws(srv, "/chat/attic") as eve:
+        assert _recv_json(eve) == _JOINED  # its own, published after it joined
+        assert _recv_json(ann) == _JOINED
+        # ann may have read its own notice before bob connected: one or two more notices
+        ann.send("hi")
+        assert _recv_skipping_joins(ann) == "hi"
+        assert _recv_skipping_joins(bob) == "hi"
+        bob.send(b"\x00\xff")
+        assert ann.recv(timeout=TIMEOUT) == b"\x00\xff"  # bytes arrive as a binary message
+        assert bob.recv(timeout=TIMEOUT) == b"\x00\xff"
+        eve.send("attic only")
+        assert eve.recv(timeout=TIMEOUT) == "attic only"
+        bob.close()  # a member that left: the others go on
+        ann.send("still here")
+        assert ann.recv(timeout=TIMEOUT) == "still here"
+    assert "Traceback" not in srv.log()
+
+
+def _redis(sample: Sample) -> RedisServer:
+    workdir = sample.tmp / "redis"
+    workdir.mkdir()
+    return RedisServer(workdir)
+
+
+_USER_SIDE = """
+from flask_pine_ws import Conn, Ctx
+
+from docsample import app, pine
+
+
+@pine.new("/user/<user_id>")
+def notifications(conn: Conn, ctx: Ctx) -> None:
+    conn.join(f"user-{ctx.params['user_id']}")
+    conn.join("everyone")
+    conn.send("joined")
+    while True:
+        conn.receive()
+"""
+
+
+@check("channels-job")
+def _channels_job(sample: Sample) -> None:
+    """The job and the CLI command, each in a process of its own, reach a browser's socket
+    served by gunicorn, through a real Redis."""
+    redis = _redis(sample)
+    try:
+        env = {"REDIS_URL": redis.url}
+        _write(sample.block.code, sample.tmp)
+        _write(_USER_SIDE, sample.tmp, "userside")
+        srv = sample.server("userside:app", env=env, extra=["--chdir", str(sample.tmp)])
+        with ws(srv, "/user/7") as seven, ws(srv, "/user/8") as eight:
+            assert seven.recv(timeout=TIMEOUT) == "joined"
+            assert eight.recv(timeout=TIMEOUT) == "joined"
+            job = _run("from docsample import export_report\n\nexport_report(7)\n",
+                       sample.tmp, env)
+            assert job.returncode == 0, job.stderr
+            assert [_recv_json(seven) for _ in range(4)] == [
+                {"event": "progress", "percent": p} for p in (25, 50, 75, 100)]
+            announced = subprocess.run(
+                [sys.executable, "-m", "flask", "--app", "docsample", "announce"],
+                cwd=sample.tmp, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                capture_output=True, text=True, timeout=60)
+            assert announced.returncode == 0, announced.stderr
+            for conn in (seven, eight):  # user 8 got no progress: the announcement comes first
+                assert _recv_json(conn) == {"event": "maintenance at 22:00"}
+        assert "Traceback" not in srv.log()
+    finally:
+        redis.stop()
+
+
+_PAGE_REDIS = "redis://redis.internal:6379/0"
+
+
+@check("channels-redis")
+def _channels_redis(sample: Sample) -> None:
+    """The page's app (its Redis at the test's), with the chat route of the page, under the
+    page's gunicorn command (4 workers): every member gets what a job and a member publish."""
+    assert _PAGE_REDIS in sample.block.code
+    rooms = sample.previous_block("channels-rooms").code
+    route = rooms[rooms.index("\n\n@pine.new"):]
+    command = _commands(sample.next_block("channels-gunicorn"))
+    assert len(command) == 1 and command[0].endswith(" app:app"), command
+    redis = _redis(sample)
+    try:
+        app = (sample.block.code.replace(_PAGE_REDIS, redis.url)
+               + "\nfrom flask_pine_ws import Conn, Ctx\n" + route)
+        _write(app, sample.tmp, "app")
+        port = _free_port()
+        with serving_command(f"{command[0]} -b 127.0.0.1:{port}", sample.tmp, port) as proc:
+            wait_until(lambda: len(Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                                   .read_text().split()) == 4,
+                       timeout=60, message="gunicorn's 4 workers")
+            with ExitStack() as stack:
+                members = [stack.enter_context(ws_at(f"ws://127.0.0.1:{port}/chat/hall"))
+                           for _ in range(8)]
+                for member in members:
+                    assert _recv_json(member) == _JOINED
+                job = _run("from app import app, pine\n\nwith app.app_context():\n"
+                           "    pine.publish('hall', 'from a job')\n", sample.tmp)
+                assert job.returncode == 0, job.stderr
+                for member in members:
+                    assert _recv_skipping_joins(member) == "from a job"
+                members[0].send("from a member")
+                for member in members:
+                    assert _recv_skipping_joins(member) == "from a member"
+    finally:
+        redis.stop()
+
+
+@check("channels-gunicorn")
+def _channels_gunicorn(sample: Sample) -> None:
+    """Run by the check of the app before it (see ``_channels_redis``)."""
+    assert _commands(sample.block) == ["gunicorn -k gthread --threads 100 -w 4 app:app"]
+
+
+# -- development.md ----------------------------------------------------------
+
+
+def _log_line_pattern(printed: str) -> re.Pattern[str]:
+    """A printed access-log line with its variable fields (time, user agent, figures) open."""
+    fields = [(r"\[[^\]]+\]", r"\[[^\]]+\]", True),
+              (r'"Mozilla/5\.0 \.\.\."', r'"[^"]*"', False),
+              (r"\d+\.\d{3}s", r"(?P<duration>\d+\.\d{3})s", True),
+              (r"in=\d+", r"in=(?P<in>\d+)", True),
+              (r"out=\d+", r"out=(?P<out>\d+)", True),
+              (r'(?<=" 101 )\d+', r"(?P<b>\d+)", False)]
+    line = printed.strip()
+    for i, (printed_field, _, required) in enumerate(fields):
+        line, count = re.subn(printed_field, f"@{i}@", line, count=1)
+        assert count == 1 or not required, printed_field
+    pattern = re.escape(line)
+    for i, (_, open_field, _) in enumerate(fields):
+        pattern = pattern.replace(f"@{i}@", open_field)
+    return re.compile(pattern)
+
+
+def _echo_session(url: str) -> None:
+    with ws_at(url) as conn:
+        assert conn.recv(timeout=TIMEOUT) == "ready"
+        conn.send("hello")
+        assert conn.recv(timeout=TIMEOUT) == "hello"
+
+
+@check("werkzeug-access-line")
+def _werkzeug_access_line(sample: Sample) -> None:
+    """``flask run --debug`` logs a session once, when it ends, in the page's shape."""
+    pattern = _log_line_pattern(sample.block.code)
+    _write(_ECHO_APP, sample.tmp, "echoapp")
+    port = _free_port()
+    with serving_command(f"flask --app echoapp run --debug --no-reload --port {port}",
+                         sample.tmp, port):
+        _echo_session(f"ws://127.0.0.1:{port}/echo")
+        log = sample.tmp / f"command-{port}.log"
+        wait_until(lambda: pattern.search(log.read_text()) is not None, timeout=TIMEOUT,
+                   message="the session's line")
+        text = log.read_text()
+    assert text.count("GET /echo") == 1, text
+    found = pattern.search(text)
+    assert found and int(found["in"]) > 0 and int(found["out"]) > 0, text
+
+
+@check("gunicorn-access-line")
+def _gunicorn_access_line(sample: Sample) -> None:
+    """gunicorn's access log, default format: the session's figures follow; %(b)s is out."""
+    pattern = _log_line_pattern(sample.block.code)
+    _write(_ECHO_APP, sample.tmp, "echoapp")
+    srv = sample.server("echoapp:app",
+                        extra=["--chdir", str(sample.tmp), "--access-logfile", "-"])
+    _echo_session(srv.ws_url + "/echo")
+    wait_until(lambda: pattern.search(srv.log()) is not None, timeout=TIMEOUT,
+               message="the session's line")
+    found = pattern.search(srv.log())
+    assert found and found["b"] == found["out"] and int(found["in"]) > 0, srv.log()
+
+
+@check("stat-reloader")
+def _stat_reloader(sample: Sample) -> None:
+    """``python app.py`` runs Werkzeug's stat reloader, which reloads an edited module."""
+    assert "port=5000" in sample.block.code
+    port = _free_port()
+    app = _write(sample.block.code.replace("port=5000", f"port={port}"), sample.tmp, "app")
+    log = sample.tmp / f"command-{port}.log"
+    with serving_command("python app.py", sample.tmp, port):
+        # the parent listens before its reloader starts the serving child
+        wait_until(lambda: "Restarting with" in log.read_text(), timeout=60,
+                   message="the reloader")
+        assert "Restarting with stat" in log.read_text(), log.read_text()
+        assert _http_status(f"http://127.0.0.1:{port}/")[0] == 404  # served: no route at /
+        time.sleep(1.5)  # a modification time the reloader can tell from the first
+        app.write_text(app.read_text() + "\n# edited\n")
+        wait_until(lambda: log.read_text().count("Restarting with stat") >= 2, timeout=60,
+                   message="the reload")
+        assert "Detected change in" in log.read_text()
+        assert "Inotify" not in log.read_text()
+
+
+# -- expose.md ---------------------------------------------------------------
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as in ``/proc/net/tcp``) listening on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def _get(port: int, path: str, headers: dict[str, str] | None = None, *,
+         context: Any = None) -> tuple[int, dict[str, str], str]:
+    """``(status, headers, body)`` of one GET, no redirect followed."""
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=TIMEOUT, context=context)
+        if context is not None else http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT))
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read().decode())
+    finally:
+        conn.close()
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _var_log(sample: Sample) -> Path:
+    """The page's ``/var/log``, in the test's directory, with ``app.log`` and ``app/``."""
+    var_log = sample.tmp / "var-log"
+    (var_log / "app").mkdir(parents=True)
+    (var_log / "app.log").write_text("a line of app.log\n")
+    return var_log
+
+
+@check("expose-serve")
+def _expose_serve(sample: Sample) -> None:
+    """On loopback only, one line per file with its URL, no login."""
+    var_log = _var_log(sample)
+    (command,) = _commands(sample.block)
+    port = _free_port()
+    command = command.replace("/var/log/", f"{var_log}/") + f" --port {port}"
+    with serving_command(command, sample.tmp, port):
+        assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+        printed = sample.tmp / f"command-{port}.log"
+        wait_until(lambda: f"http://127.0.0.1:{port}/app.log" in printed.read_text(),
+                   timeout=TIMEOUT, message="the file's URL printed")
+        assert _get(port, "/")[0] == 200
+        with ws_at(f"ws://127.0.0.1:{port}/ws/app.log") as conn:
+            receive_text(conn, "a line of app.log\n")
+
+
+@check("expose-glob")
+def _expose_glob(sample: Sample) -> None:
+    """A directory's files that match the glob, and one created later, in the page's list."""
+    var_log = _var_log(sample)
+    (var_log / "app" / "web.log").write_text("web\n")
+    (var_log / "app" / "notes.txt").write_text("not a log\n")
+    (command,) = _commands(sample.block)
+    port = _free_port()
+    command = command.replace("/var/log/", f"{var_log}/") + f" --port {port}"
+
+    def listed() -> list[str]:
+        return [f["name"] for f in json.loads(_get(port, "/_files.json")[2])]
+
+    with serving_command(command, sample.tmp, port):
+        assert listed() == ["web.log"]
+        assert _get(port, "/notes.txt")[0] == 404
+        (var_log / "app" / "worker.log").write_text("worker started\n")
+        (var_log / "app" / "other.txt").write_text("excluded by the glob\n")
+        wait_until(lambda: listed() == ["web.log", "worker.log"], timeout=TIMEOUT,
+                   message="the new file listed")
+        with ws_at(f"ws://127.0.0.1:{port}/ws/worker.log") as conn:
+            receive_text(conn, "worker started\n")
+
+
+def _htpasswd_lines(sample: Sample) -> tuple[str, str, str]:
+    """The login block's commands: the one-user serve, htpasswd, the htpasswd serve."""
+    lines = sample.block.code.replace("\\\n", " ").splitlines()
+    commands = [" ".join(line.split()) for line in lines if line and not line.startswith("#")]
+    assert len(commands) == 3, commands
+    return commands[0], commands[1], commands[2]
+
+
+@check("expose-login")
+def _expose_login(sample: Sample) -> None:
+    """Each way to a login asks for it (401) and lets the right user in; on 127.0.0.1 here
+    (a test listens on loopback only) instead of the page's 0.0.0.0."""
+    var_log = _var_log(sample)
+    one_user, make_file, from_file = _htpasswd_lines(sample)
+    users = sample.tmp / "flask-pine-ws.htpasswd"
+    here = {"/var/log/": f"{var_log}/", "/etc/flask-pine-ws.htpasswd": str(users),
+            "--host 0.0.0.0": "--host 127.0.0.1"}
+
+    def localised(command: str) -> str:
+        for old, new in here.items():
+            command = command.replace(old, new)
+        return command
+
+    # htpasswd asks for the password twice; without a terminal it reads them from stdin
+    made = subprocess.run(["sh", "-c", localised(make_file)], input="hunter2\nhunter2\n",
+                          capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert made.returncode == 0, made.stderr
+    assert users.read_text().startswith("ops:$2y$")  # bcrypt
+    for command, password in ((one_user, "a long passphrase"), (from_file, "hunter2")):
+        port = _free_port()
+        with serving_command(f"{localised(command)} --port {port}", sample.tmp, port):
+            status, head, _ = _get(port, "/")
+            assert status == 401 and head["www-authenticate"].startswith("Basic")
+            assert _get(port, "/", _basic("ops", "wrong"))[0] == 401
+            assert _get(port, "/", _basic("ops", password))[0] == 200
+            with pytest.raises(InvalidStatus) as refused:
+                ws_at(f"ws://127.0.0.1:{port}/ws/app.log")
+            assert refused.value.response.status_code == 401
+            with ws_at(f"ws://127.0.0.1:{port}/ws/app.log",
+                       additional_headers=_basic("ops", password)) as conn:
+                receive_text(conn, "a line of app.log\n")
+
+
+@check("expose-tls")
+def _expose_tls(sample: Sample) -> None:
+    """TLS with the page's options: https and wss, the login, the allowed host name."""
+    import ssl
+
+    var_log = _var_log(sample)
+    users = sample.tmp / "users.htpasswd"
+    subprocess.run(["htpasswd", "-c", "-b", "-B", str(users), "ops", "pw"], check=True,
+                   capture_output=True, timeout=60)
+    cert, key = sample.tmp / "cert.pem", sample.tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=logs.example.com",
+                    "-addext", "subjectAltName=DNS:logs.example.com",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    (command,) = [" ".join(sample.block.code.replace("\\\n", " ").split())]
+    port = _free_port()
+    for old, new in (("/var/log/", f"{var_log}/"), ("/etc/flask-pine-ws.htpasswd", str(users)),
+                     ("/etc/ssl/logs.example.com.pem", str(cert)),
+                     ("/etc/ssl/logs.example.com.key", str(key)),
+                     ("--host 0.0.0.0", "--host 127.0.0.1"), ("--port 8443", f"--port {port}")):
+        assert command.count(old) == 1, old
+        command = command.replace(old, new)
+    context = ssl.create_default_context(cafile=str(cert))
+    by_address = ssl.create_default_context(cafile=str(cert))
+    by_address.check_hostname = False  # http.client reaches 127.0.0.1; the name goes in Host
+    host = {"Host": f"logs.example.com:{port}"}
+    login = _basic("ops", "pw")
+    with serving_command(command, sample.tmp, port):
+        # reached at 127.0.0.1, by the name the certificate and --allow-host give
+        assert _get(port, "/", host, context=by_address)[0] == 401
+        assert _get(port, "/", {**host, **login}, context=by_address)[0] == 200
+        assert _get(port, "/", {"Host": f"evil.example:{port}", **login},
+                    context=by_address)[0] == 400
+        url = f"wss://logs.example.com:{port}/ws/app.log"
+        with _ws_via(port, url, ssl=context, additional_headers=login,
+                     origin=f"https://logs.example.com:{port}") as conn:
+            receive_text(conn, "a line of app.log\n")
+        with pytest.raises(InvalidStatus) as refused:  # http://host is not https://host
+            _ws_via(port, url, ssl=context, additional_headers=login,
+                    origin=f"http://logs.example.com:{port}")
+        assert refused.value.response.status_code == 403
+
+
+def _ws_via(port: int, url: str, **kwargs: Any) -> ClientConnection:
+    """A client of ``url`` (its name in Host, and for TLS) connected to 127.0.0.1:``port``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        return ws_at(url, sock=sock, **kwargs)
+    except BaseException:
+        sock.close()
+        raise
+
+
+@check("expose-trust-header")
+def _expose_trust_header(sample: Sample) -> None:
+    """Under /logs/, with the header trusted and nothing without it; /logs redirects."""
+    var_log = _var_log(sample)
+    (var_log / "app" / "web.log").write_text("web\n")
+    (command,) = _commands(sample.block)
+    port = _free_port()
+    assert command.count("--port 9001") == 1
+    command = command.replace("/var/log/", f"{var_log}/").replace("--port 9001", f"--port {port}")
+    user = {"X-Forwarded-User": "ann"}
+    with serving_command(command, sample.tmp, port):
+        assert _get(port, "/logs/")[0] == 401
+        status, _, index = _get(port, "/logs/", user)
+        assert status == 200 and "/logs/web.log" in index
+        status, head, _ = _get(port, "/logs", user)
+        assert status in (301, 308) and head["location"].endswith("/logs/")
+        assert _get(port, "/web.log", user)[0] == 404
+        with pytest.raises(InvalidStatus) as refused:
+            ws_at(f"ws://127.0.0.1:{port}/logs/ws/web.log")
+        assert refused.value.response.status_code == 401
+        with ws_at(f"ws://127.0.0.1:{port}/logs/ws/web.log", additional_headers=user) as conn:
+            receive_text(conn, "web\n")
+
+
+@check("nginx-forward-auth")
+def _nginx_forward_auth(sample: Sample) -> None:
+    """The page's site in a real nginx, with a forward-auth service, in front of the page's
+    command: only the service's user gets through, and a client's own header does not.
+    (``tests/test_cli_expose.py`` drives the same site with a browser.)"""
+    from test_cli_expose import auth_service, basic, forward_auth_site
+
+    from nginx import nginx_in_front
+
+    var_log = _var_log(sample)
+    (var_log / "app" / "web.log").write_text("via the proxy\n")
+    (command,) = _commands(sample.previous_block("expose-trust-header"))
+    upstream = _free_port()
+    command = command.replace("/var/log/", f"{var_log}/").replace("--port 9001",
+                                                                   f"--port {upstream}")
+    with auth_service() as auth_port, serving_command(command, sample.tmp, upstream), \
+            nginx_in_front(upstream, sample.tmp / "nginx", site_for=lambda port:
+                           forward_auth_site(port, upstream, auth_port)) as proxy:
+        status, head, body = _get(proxy.port, "/logs/web.log", {"X-Forwarded-User": "forged"})
+        assert status == 401 and head["www-authenticate"].startswith("Basic")
+        assert "via the proxy" not in body
+        assert _get(proxy.port, "/logs/", basic("ann", "pw"))[0] == 200
+        with pytest.raises(InvalidStatus) as refused:
+            ws_at(proxy.ws_url + "/logs/ws/web.log", additional_headers={
+                "X-Forwarded-User": "forged"})
+        assert refused.value.response.status_code == 401
+        with ws_at(proxy.ws_url + "/logs/ws/web.log", additional_headers=basic("ann", "pw"),
+                   origin=proxy.url) as conn:
+            receive_text(conn, "via the proxy\n")
+            with (var_log / "app" / "web.log").open("a") as f:
+                f.write("more\n")
+            receive_text(conn, "more\n")
+
+
+@check("expose-in-app")
+def _expose_in_app(sample: Sample) -> None:
+    """The Login and TRUSTED_HOSTS of the page's app, under gunicorn
+    (``tests/test_cli_expose.py`` runs this very block; its test is reused)."""
+    import test_cli_expose
+
+    text = (DOCS / "expose.md").read_text(encoding="utf-8")
+    section = text[text.index("## In your own app"):]
+    assert sample.block.code.strip() in section  # the block that test reads
+    test_cli_expose.test_login_and_trusted_hosts_in_an_app_as_the_page_shows(
+        sample.tmp, sample.server)
+
+
+# -- flask_sock.md -----------------------------------------------------------
+
+
+@check("flask-sock-beside")
+def _flask_sock_beside(sample: Sample) -> None:
+    """flask-sock's routes and the moved one, in one app under gunicorn; watch_file over
+    flask-sock's ws follows the file and returns when the client leaves."""
+    log = sample.tmp / "app.log"
+    log.write_text("one\n")
+    srv = sample.serve(env={"APP_LOG": str(log)})
+    for path in ("/old/echo", "/echo"):
+        with ws(srv, path) as conn:
+            conn.send("hello " + path)
+            assert conn.recv(timeout=TIMEOUT) == "hello " + path
+            conn.send(b"\x00\xff")
+            assert conn.recv(timeout=TIMEOUT) == b"\x00\xff"
+    assert refused_status(srv, "/echo", origin="https://evil.example") == 403
+    with ws(srv, "/old/echo", origin="https://evil.example") as conn:  # no origin check there
+        conn.send("any origin")
+        assert conn.recv(timeout=TIMEOUT) == "any origin"
+    with ws(srv, "/old/logs") as conn:
+        receive_text(conn, "one\n")
+        with log.open("a") as f:
+            f.write("two\n")
+        receive_text(conn, "two\n")
+    assert "Traceback" not in srv.log()
+
+
+# -- quickstart.md -----------------------------------------------------------
+
+
+@check("client-shell")
+def _client_shell(sample: Sample) -> None:
+    """The page's two commands, in a directory whose ``.venv`` is this interpreter's
+    environment (websockets already there: the install changes nothing), against the echo
+    sample served by gunicorn: the client prints the echo. (``tests/test_quickstart_shell.py``
+    runs them in a fresh environment.)"""
+    commands = _commands(sample.block)
+    assert commands == [".venv/bin/pip install websockets", ".venv/bin/python client.py"]
+    srv = Sample(sample.previous_block("echo"), sample.tmp, sample.server).serve()
+    client = sample.next_block("client").code
+    _write(client.replace(DOC_ADDRESS, f"127.0.0.1:{srv.port}"), sample.tmp, "client")
+    (sample.tmp / ".venv").symlink_to(sys.prefix)
+    done = subprocess.run(["sh", "-ec", "\n".join(commands)], cwd=sample.tmp,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PIP_NO_INDEX": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Requirement already satisfied: websockets" in done.stdout
+    assert done.stdout.endswith("hello\n"), done.stdout
 
 
 # -- the tests ---------------------------------------------------------------
