@@ -23,7 +23,7 @@ import os
 import socket
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
@@ -42,6 +42,15 @@ Handler = Callable[[Conn, "Ctx"], Any]
 H = TypeVar("H", bound=Handler)
 
 EXTENSION_KEY = "pine_ws"
+
+
+class _Route(NamedTuple):
+    """A route declared on the extension, registered on every app it is initialised on."""
+
+    rule: str
+    handler: Handler
+    config: Config
+    options: dict[str, Any]
 
 
 class Ctx:
@@ -126,7 +135,7 @@ class FlaskPineWS:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._routes: list[tuple[str, Handler, Config, dict[str, Any]]] = []
+        self._routes: list[_Route] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
@@ -170,7 +179,7 @@ class FlaskPineWS:
             if blueprint is not None:
                 _add_route(blueprint, rule, handler, cfg, options)
                 return handler
-            self._routes.append((rule, handler, cfg, options))
+            self._routes.append(_Route(rule, handler, cfg, options))
             for app in list(self._apps):
                 _add_route(app, rule, handler, cfg, options)
             return handler
