@@ -9,6 +9,10 @@ after a disconnect is :class:`ConnectionClosed`.
 
 The broadcast hub writes one ready-made frame to many connections without
 ever waiting for one of them (:meth:`Conn.try_send_frame`, :meth:`Conn.flush`).
+
+:meth:`Conn.join`, :meth:`Conn.leave` and :meth:`Conn.watch_file` only hand
+the connection to :mod:`.channels` and :mod:`.watch`, which own channels and
+files; those name ``Conn`` in annotations only, so imports run one way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import channels, watch
 from .errors import InvalidMessage
 from .protocol import Mode, Protocol, Settings
 
@@ -281,20 +286,14 @@ class Conn:
 
         :raises ConnectionClosed: the connection is already closed.
         """
-        from .channels import join
-
-        join(self, channel)
+        channels.join(self, channel)
 
     def leave(self, channel: str) -> None:
         """Leave ``channel``; a channel not joined is ignored."""
-        from .channels import leave
-
-        leave(self, channel)
+        channels.leave(self, channel)
 
     # -- watching ------------------------------------------------------------
 
     def watch_file(self, path: str, **options: Any) -> None:
         """Stream ``path`` here: :func:`flask_pine_ws.watch_file` with ``conn`` omitted."""
-        from .watch import watch_file
-
-        watch_file(path, self, **options)
+        watch.watch_file(path, self, **options)

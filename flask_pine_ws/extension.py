@@ -23,16 +23,17 @@ import os
 import socket
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
 
 from . import accesslog, channels, limits, shutdown
-from .config import DEFAULTS, Config
+from .config import DEFAULTS, SETTINGS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
 from .handshake import refusal
+from .protocol import Mode
 
 if TYPE_CHECKING:
     from .testing import TestClient
@@ -41,6 +42,15 @@ Handler = Callable[[Conn, "Ctx"], Any]
 H = TypeVar("H", bound=Handler)
 
 EXTENSION_KEY = "pine_ws"
+
+
+class _Route(NamedTuple):
+    """A route declared on the extension, registered on every app it is initialised on."""
+
+    rule: str
+    handler: Handler
+    config: Config
+    options: dict[str, Any]
 
 
 class Ctx:
@@ -72,7 +82,7 @@ class _SocketTakenOver(Response):
     writes the session's access line (:mod:`.accesslog`) as the request ends.
     """
 
-    def __init__(self, mode: str, session: accesslog.Session | None = None) -> None:
+    def __init__(self, mode: Mode, session: accesslog.Session | None = None) -> None:
         super().__init__()
         self._mode = mode
         self._session = session
@@ -117,37 +127,15 @@ class FlaskPineWS:
                 conn.send(conn.receive())
 
     ``init_app`` sets every ``PINE_WS_*`` key it reads with
-    ``app.config.setdefault``, so an app overrides any of them before or after:
+    ``app.config.setdefault``, so an app overrides any of them before or after.
+    The keys and their defaults (what each means: the settings table of
+    :doc:`/config`):
 
-    =============================== ===========================================
-    ``PINE_WS_ALLOWED_ORIGINS``     ``[]``: origins accepted besides the own host
-    ``PINE_WS_SUBPROTOCOLS``        ``[]``
-    ``PINE_WS_ENABLE_COMPRESSION``  ``True`` (permessage-deflate)
-    ``PINE_WS_MAX_MESSAGE_SIZE``    ``1048576`` bytes inbound; larger: close 1009
-    ``PINE_WS_PING_INTERVAL``       ``25.0`` seconds; ``0``: no pings
-    ``PINE_WS_PONG_TIMEOUT``        ``20.0`` seconds a ping may go unanswered
-    ``PINE_WS_SEND_TIMEOUT``        ``60.0`` seconds a peer may stop reading
-    ``PINE_WS_CLOSE_TIMEOUT``       ``2.0`` seconds to wait for the close reply
-    ``PINE_WS_MAX_QUEUED_MESSAGES`` ``64`` unread messages; more: stop reading
-    ``PINE_WS_MAX_QUEUED_BYTES``    ``1048576`` unread bytes; more: stop reading
-    ``PINE_WS_READ_BUFFER_SIZE``    ``4096`` bytes
-    ``PINE_WS_BACKLOG_BYTES``       ``5242880``: watch_file's first window
-    ``PINE_WS_CHUNK_BYTES``         ``65536``: watch_file's largest message
-    ``PINE_WS_POLLING``             ``"auto"``: inotify, polling where refused
-    ``PINE_WS_POLL_INTERVAL``       ``1.0`` seconds between polls
-    ``PINE_WS_SAFETY_INTERVAL``     ``30.0`` seconds between safety checks
-    ``PINE_WS_WATCH_ROOTS``         ``None``: directories watch_file may read
-    ``PINE_WS_BROADCAST``           ``True``: one read and frame per append for all
-    ``PINE_WS_MESSAGE_QUEUE``       ``None``: channels within the process; or a
-                                    ``redis://`` / ``rediss://`` URL
-    ``PINE_WS_CHANNEL_QUEUE``       ``4194304`` bytes a member may have waiting;
-                                    past it: close 1013
-    ``PINE_WS_MAX_PER_ADDRESS``     ``0``: open WebSockets per client address; past: 429
-    =============================== ===========================================
+    {settings}
     """
 
     def __init__(self, app: Flask | None = None) -> None:
-        self._routes: list[tuple[str, Handler, Config, dict[str, Any]]] = []
+        self._routes: list[_Route] = []
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
@@ -191,7 +179,7 @@ class FlaskPineWS:
             if blueprint is not None:
                 _add_route(blueprint, rule, handler, cfg, options)
                 return handler
-            self._routes.append((rule, handler, cfg, options))
+            self._routes.append(_Route(rule, handler, cfg, options))
             for app in list(self._apps):
                 _add_route(app, rule, handler, cfg, options)
             return handler
@@ -254,6 +242,20 @@ class FlaskPineWS:
         return make_viewer(self, files, **options)
 
 
+
+def _settings_index() -> str:
+    """A reST table of every key and its default, made from :data:`.config.SETTINGS`."""
+    width = max(len(s.key) for s in SETTINGS) + 4
+    rule = "=" * width + " " + "=" * 30
+    rows = [f"{'``' + s.key + '``':<{width}} ``{s.default!r}``" for s in SETTINGS]
+    return "\n    ".join([rule, *rows, rule])
+
+
+# The docstring's table is made from the settings, so it cannot drift from them
+# (``python -OO`` strips docstrings: then there is none to fill).
+if FlaskPineWS.__doc__ is not None:
+    FlaskPineWS.__doc__ = FlaskPineWS.__doc__.replace("{settings}", _settings_index())
+
 def _add_route(target: Flask | Blueprint, rule: str, handler: Handler, config: Config,
                options: dict[str, Any]) -> None:
     options = dict(options)
@@ -294,8 +296,8 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
             # closed tab): nothing to serve, and nothing worth a traceback
             # and a 500 written to a dead socket.
             session.stop(None)
-            return _SocketTakenOver("gunicorn" if "gunicorn.socket" in request.environ
-                                    else "werkzeug")
+            mode: Mode = "gunicorn" if "gunicorn.socket" in request.environ else "werkzeug"
+            return _SocketTakenOver(mode)
         except BaseException:
             session.stop(None)  # releases its descriptor
             raise

@@ -43,16 +43,19 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
 from .broadcast import Member, PayloadKind
 from .config import setting
-from .conn import Conn
 from .errors import ConnectionClosed
 from .flasksock import as_conn
 from .follower import Chunk, FileFollower, NotRegularFile, PathRefused, Rotated, Waiting
 from .watchtable import Subscription, WatchTable
+
+if TYPE_CHECKING:
+    from .conn import Conn  # a Conn delegates to watch_file: it imports this module
 
 #: The subprotocol of the framed format (see the module docstring).
 FRAMED_SUBPROTOCOL = "pine.watch.v1"

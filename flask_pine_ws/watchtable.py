@@ -78,6 +78,7 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from .config import setting
 from .errors import PineWSError
 
 if TYPE_CHECKING:
@@ -313,8 +314,6 @@ class WatchTable:
         process (``fork``) is dropped, not stopped: its threads stayed behind,
         and closing its inotify descriptor would remove the parent's watches.
         """
-        from .config import setting
-
         with cls._current_lock:
             table = cls._current
             if table is None or table.pid != os.getpid():

@@ -3,13 +3,15 @@ values refused at construction (no server: the fast tier)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_pine_ws import Config, FlaskPineWS
-from flask_pine_ws.config import DEFAULTS, setting
+from flask_pine_ws.config import DEFAULTS, ROUTE_KEYS, SETTINGS, setting
 
 #: Each field ``resolve`` fills, with the key it falls back to.
 FIELDS = {
@@ -20,6 +22,8 @@ FIELDS = {
     "ping_interval": "PINE_WS_PING_INTERVAL",
     "read_buffer_size": "PINE_WS_READ_BUFFER_SIZE",
 }
+#: The fields that no app-wide key backs: they only make sense for one route.
+ROUTE_ONLY = {"check_origin", "error"}
 #: A value for each, unlike its default.
 OTHER: dict[str, Any] = {
     "allowed_origins": ["https://a.example"], "subprotocols": ["chat.v2"],
@@ -95,3 +99,29 @@ def test_setting_reads_the_current_app_else_the_default() -> None:
         assert setting("PINE_WS_CHUNK_BYTES") == DEFAULTS["PINE_WS_CHUNK_BYTES"]
     with pytest.raises(KeyError, match="PINE_WS_NOPE"):
         setting("PINE_WS_NOPE")
+
+
+def test_every_key_is_declared_once_with_a_one_line_doc() -> None:
+    keys = [s.key for s in SETTINGS]
+    assert len(keys) == len(set(keys))
+    for s in SETTINGS:
+        assert re.fullmatch(r"PINE_WS_[A-Z_]+", s.key), s.key
+        assert s.doc.strip() and "\n" not in s.doc and s.doc.endswith("."), s.key
+    assert list(DEFAULTS) == keys
+    assert all(DEFAULTS[s.key] is s.default for s in SETTINGS)
+
+
+def test_every_config_field_falls_back_to_one_key_or_is_route_only() -> None:
+    names = {f.name for f in dataclasses.fields(Config)}
+    backed = [s.field for s in SETTINGS if s.field is not None]
+    assert len(backed) == len(set(backed)), "two keys back one field"
+    assert set(backed) <= names, "a key names a field Config does not have"
+    assert names - set(backed) == ROUTE_ONLY, "a Config field maps to no key"
+    assert ROUTE_KEYS == FIELDS
+
+
+def test_the_extensions_docstring_lists_every_key_with_its_default() -> None:
+    doc = FlaskPineWS.__doc__ or ""
+    rows = re.findall(r"^\s*``(PINE_WS_\w+)``\s+``(.*)``$", doc, re.M)
+    assert rows == [(s.key, repr(s.default)) for s in SETTINGS]
+    assert "{settings}" not in doc

@@ -84,7 +84,7 @@ def existing() -> list[Backend]:
 
 def _redis(url: str) -> RedisBackend:
     try:
-        from .redis import RedisBackend
+        from .redis import RedisBackend  # lazily: redis-py is the optional [redis] extra
     except ImportError as exc:  # redis-py missing
         raise RuntimeError("PINE_WS_MESSAGE_QUEUE names Redis, but redis-py is not "
                            "installed: pip install 'flask-pine-ws[redis]'") from exc
