@@ -17,7 +17,8 @@ does worse than the baseline. The suite is Python 2 only (the PyPI release
 interpreter (``--python2``; pyenv's ``2.7.18`` is found by itself); it is
 installed once into ``.autobahn/site`` with that interpreter's pip.
 
-Run from the repository root (about 10 minutes for cases 1-10 on 2 cores, about 12 s a case for 12 and 13)::
+Run from the repository root (about 10 minutes for cases 1-10 on 2 cores; about 12 s a
+case for 12 and 13, the permessage-deflate ones)::
 
     python scripts/autobahn/run.py [--cases '*'] [--exclude '12.*' '13.*']
 
