@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, request, url_for
 from markupsafe import escape
 
-from .config import Config
+from .config import Config, setting
+from .viewer_files import register_file_routes
 from .watch import FRAMED_SUBPROTOCOL, watch_file
 
 if TYPE_CHECKING:
@@ -239,4 +240,13 @@ def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], 
             return
         watch_file(paths[ctx.params["file"]], conn, root=watch_root, **options)
 
+    def roots() -> list[str] | None:
+        # As watch_file decides: the viewer's root, else PINE_WS_WATCH_ROOTS.
+        value = watch_root if watch_root is not None else setting("PINE_WS_WATCH_ROOTS")
+        if value is None:
+            return None
+        listed = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        return [os.path.realpath(os.fspath(r)) for r in listed]
+
+    register_file_routes(bp, paths, names, roots)
     return bp

@@ -1,0 +1,181 @@
+"""Search a whole file for a text or a regular expression, in large blocks, bounded in memory.
+
+This module owns the viewer's search: :func:`scan` reads the file in blocks of
+:data:`BLOCK` bytes and yields every matching line (its byte offset, its line
+number, its text cut to :data:`SHOWN_BYTES`), with a progress record after
+each block, so memory is bounded by a block and the cost by the bytes read.
+A literal is found with ``bytes.find`` (C speed, as ``grep`` does); a regular
+expression with :mod:`re` on bytes, ``MULTILINE`` so ``^``/``$`` are line
+ends. Case folding is ASCII, on bytes.
+
+:func:`stream_search` runs :func:`scan` in a child process (``python -m
+flask_pine_ws.search``) and relays its records: a regular expression that
+backtracks without end (``(a+)+$``) cannot be interrupted inside :mod:`re`,
+but a process can be killed. It is killed when its client leaves (the HTTP
+write fails, the generator is closed), when no record came for
+:data:`STALL_SECONDS` (the pattern is too slow), and always at the end: a
+search never holds a worker thread or a process past its client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+#: Bytes read at a time: large, so the per-call cost vanishes against the scan.
+BLOCK = 8 * 1024 * 1024
+#: Bytes of a matching line sent back (the rest is fetched when the line is opened).
+SHOWN_BYTES = 2000
+#: Matches sent at most by default, and the most a client may ask for.
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+#: A child that sends nothing for this long is stuck in its pattern: killed.
+STALL_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for: ``pattern`` as text or a regular expression, with or without case."""
+
+    pattern: str
+    regex: bool = False
+    ignore_case: bool = False
+
+    def compile(self) -> re.Pattern[bytes]:
+        """The pattern on bytes; :class:`re.error` for a malformed regular expression."""
+        raw = self.pattern.encode("utf-8", "surrogateescape")
+        source = raw if self.regex else re.escape(raw)
+        return re.compile(source, re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0))
+
+
+def _line_text(line: bytes) -> dict[str, object]:
+    cut = len(line) > SHOWN_BYTES
+    return {"text": line[:SHOWN_BYTES].decode("utf-8", "replace"), "cut": cut}
+
+
+def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
+         block: int = BLOCK) -> Iterator[dict[str, object]]:
+    """Yield ``{"offset", "line", "text", "cut"}`` per matching line, ``{"progress"}`` per block.
+
+    The file is read up to its size at the start (what is appended meanwhile
+    arrives in the live stream); the last record is ``{"done": True, ...}``.
+    ``line`` is 1-based. A line longer than two blocks is searched in pieces
+    (a match across a piece's edge is missed; its offset is the piece's).
+    """
+    rx = query.compile()
+    literal = None if query.regex else query.pattern.encode("utf-8", "surrogateescape")
+    if literal is not None and query.ignore_case:
+        literal = literal.lower()
+    found = 0
+    lineno = 1
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        base = 0  # offset of carry[0] in the file
+        carry = b""
+        pos = 0
+        while pos < size or carry:
+            chunk = f.read(min(block, size - pos)) if pos < size else b""
+            pos += len(chunk)
+            buf = carry + chunk if carry else chunk
+            at_end = pos >= size or not chunk
+            cut = len(buf) if at_end else buf.rfind(b"\n") + 1
+            if cut == 0:
+                if len(buf) < 2 * block:
+                    carry = buf
+                    continue
+                cut = len(buf)  # one line longer than two blocks: search it in pieces
+            work = buf[:cut] if cut < len(buf) else buf
+            carry = buf[cut:]
+            hay = work.lower() if literal is not None and query.ignore_case else work
+            i = 0
+            counted = 0
+            while found < limit:
+                if literal is not None:
+                    at = hay.find(literal, i)
+                else:
+                    m = rx.search(work, i)
+                    at = -1 if m is None else m.start()
+                if at < 0 or at >= len(work):
+                    break
+                start = work.rfind(b"\n", 0, at) + 1
+                if start < i:  # a regex match that began on an earlier line's end
+                    start = i
+                end = work.find(b"\n", at)
+                end = len(work) if end < 0 else end
+                lineno += work.count(b"\n", counted, start)
+                counted = start
+                found += 1
+                yield {"offset": base + start, "line": lineno, **_line_text(work[start:end])}
+                i = end + 1
+            lineno += work.count(b"\n", counted)
+            base += len(work)
+            yield {"progress": base, "size": size}
+            if found >= limit:
+                break
+            if at_end and not carry:
+                break
+    yield {"done": True, "scanned": base, "size": size, "matches": found,
+           "limited": found >= limit}
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m flask_pine_ws.search PATH QUERY_JSON``: :func:`scan`'s records as JSON lines."""
+    path, spec = argv
+    options = json.loads(spec)
+    query = Query(options["pattern"], options["regex"], options["ignore_case"])
+    out = sys.stdout.buffer
+    for record in scan(path, query, limit=options["limit"]):
+        out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        if "text" not in record:
+            out.flush()  # a block done: the parent relays, and sees it alive
+    out.flush()
+    return 0
+
+
+def stream_search(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
+                  stall: float = STALL_SECONDS) -> Iterator[bytes]:
+    """:func:`scan` in a child process, as JSON lines; the child dies with this generator.
+
+    Closing the generator (the HTTP client left: the server's write failed)
+    kills the child at once. A child silent for ``stall`` seconds is killed,
+    and an ``{"error": ...}`` record says why.
+    """
+    query.compile()  # a malformed pattern is the caller's error, before any process
+    spec = json.dumps({"pattern": query.pattern, "regex": query.regex,
+                       "ignore_case": query.ignore_case, "limit": limit})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-m", "flask_pine_ws.search", path, spec],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    sel = selectors.DefaultSelector()
+    sel.register(fd, selectors.EVENT_READ)
+    try:
+        while True:
+            if not sel.select(stall):
+                yield (json.dumps({"error": f"the pattern is too slow: stopped after "
+                                            f"{stall:g} s without progress"}) + "\n").encode()
+                return
+            data = os.read(fd, 1 << 20)
+            if not data:
+                break
+            yield data
+        if proc.wait() != 0:
+            yield (json.dumps({"error": "the search failed"}) + "\n").encode()
+    finally:
+        sel.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
