@@ -25,7 +25,7 @@ import re
 import selectors
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 #: Bytes read at a time: large, so the per-call cost vanishes against the scan.
@@ -37,6 +37,8 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 #: A child that sends nothing for this long is stuck in its pattern: killed.
 STALL_SECONDS = 10.0
+#: How often a silent child's client is checked for having left.
+POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -139,12 +141,15 @@ def _main(argv: list[str]) -> int:
 
 
 def stream_search(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
-                  stall: float = STALL_SECONDS) -> Iterator[bytes]:
+                  stall: float = STALL_SECONDS,
+                  departed: Callable[[], bool] | None = None) -> Iterator[bytes]:
     """:func:`scan` in a child process, as JSON lines; the child dies with this generator.
 
     Closing the generator (the HTTP client left: the server's write failed)
-    kills the child at once. A child silent for ``stall`` seconds is killed,
-    and an ``{"error": ...}`` record says why.
+    kills the child at once. While the child is silent, ``departed()`` is
+    asked every :data:`POLL_SECONDS` (the client hung up: stop without
+    waiting for a write to fail); a child silent for ``stall`` seconds is
+    killed, and an ``{"error": ...}`` record says why.
     """
     query.compile()  # a malformed pattern is the caller's error, before any process
     spec = json.dumps({"pattern": query.pattern, "regex": query.regex,
@@ -159,10 +164,15 @@ def stream_search(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
     sel.register(fd, selectors.EVENT_READ)
     try:
         while True:
-            if not sel.select(stall):
-                yield (json.dumps({"error": f"the pattern is too slow: stopped after "
-                                            f"{stall:g} s without progress"}) + "\n").encode()
-                return
+            silent = 0.0
+            while not sel.select(min(POLL_SECONDS, stall)):
+                silent += POLL_SECONDS
+                if departed is not None and departed():
+                    return
+                if silent >= stall:
+                    yield (json.dumps({"error": f"the pattern is too slow: stopped after "
+                                                f"{stall:g} s without progress"}) + "\n").encode()
+                    return
             data = os.read(fd, 1 << 20)
             if not data:
                 break

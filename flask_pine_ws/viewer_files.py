@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import re
+import select
+import socket
 import stat
 from collections.abc import Callable, Iterator, Mapping
 
@@ -152,7 +154,8 @@ def register_file_routes(bp: Blueprint, paths: Mapping[str, str], names: str,
             return _text(400, f"not a regular expression: {exc}")
         try:
             ident = file_id(os.fstat(fd))
-            body: Iterator[bytes] = _searching(fd, query, limit, ident)
+            body: Iterator[bytes] = _searching(fd, query, limit, ident,
+                                               _departure_check(request.environ))
         except BaseException:
             os.close(fd)
             raise
@@ -202,11 +205,37 @@ def _lines_after(fd: int, start: int, want: int) -> tuple[bytes, int, bool]:
     return data[:nl + 1], start, False
 
 
-def _searching(fd: int, query: Query, limit: int, ident: str) -> Iterator[bytes]:
+def _departure_check(environ: Mapping[str, object]) -> Callable[[], bool] | None:
+    """Whether the client of this request hung up, read from its socket without consuming.
+
+    gunicorn and Werkzeug's server put the client's socket in the environ;
+    an orderly close (or a reset) reads as end of stream.
+    """
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if not isinstance(sock, socket.socket):
+        return None
+
+    def departed() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+
+    return departed
+
+
+def _searching(fd: int, query: Query, limit: int, ident: str,
+               departed: Callable[[], bool] | None) -> Iterator[bytes]:
     # The child reads the file this fd is (by /proc, while the fd is open): a
     # rotation meanwhile cannot swap another file in under its offsets.
     try:
         yield (f'{{"file":"{ident}"}}\n').encode()
-        yield from stream_search(f"/proc/{os.getpid()}/fd/{fd}", query, limit=limit)
+        yield from stream_search(f"/proc/{os.getpid()}/fd/{fd}", query, limit=limit,
+                                 departed=departed)
     finally:
         os.close(fd)

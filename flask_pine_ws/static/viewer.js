@@ -1292,6 +1292,7 @@
     resultsEl.hidden = true;
   });
   $('download').href = endpoint('download');
+  $('start').addEventListener('click', () => openAt(0, fileId));
 
   // ---- filter in the URL -----------------------------------------------------
 
