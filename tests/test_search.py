@@ -22,16 +22,16 @@ from flask_pine_ws.search import Query, scan, stream_search
 from flask_pine_ws.viewer_files import _lines_after, _lines_before
 
 
-def reference(data: bytes, query: Query) -> list[tuple[int, int, bytes]]:
-    """(offset, line number, line) of every matching line, one line at a time."""
+def reference(data: bytes, query: Query) -> list[tuple[int, bytes]]:
+    """(offset, line) of every matching line, one line at a time."""
     rx = query.compile()
     out = []
     offset = 0
-    for number, line in enumerate(data.split(b"\n"), 1):
+    for line in data.split(b"\n"):
         if offset >= len(data) and not line:
             break
         if rx.search(line):
-            out.append((offset, number, line))
+            out.append((offset, line))
         offset += len(line) + 1
     return out
 
@@ -43,14 +43,14 @@ def sample(tmp_path: Path, lines: list[bytes], end: bytes = b"\n") -> tuple[Path
     return path, data
 
 
-def found(path: Path, query: Query, **options: int) -> list[tuple[int, int, bytes]]:
+def found(path: Path, query: Query, **options: int) -> list[tuple[int, bytes]]:
     out = []
     records = list(scan(str(path), query, **options))
     assert records[-1]["done"] is True
     for r in records:
         if "offset" in r:
-            assert isinstance(r["offset"], int) and isinstance(r["line"], int)
-            out.append((r["offset"], r["line"], str(r["text"]).encode()))
+            assert isinstance(r["offset"], int)
+            out.append((r["offset"], str(r["text"]).encode()))
     return out
 
 
@@ -66,15 +66,15 @@ LINES = [f"{i:05d} {'ERROR' if i % 97 == 0 else 'info'} café {'x' * (i % 300)} 
 @pytest.mark.parametrize("block", [1000, 1 << 20])
 def test_scan_finds_every_matching_line_once(tmp_path: Path, query: Query, block: int) -> None:
     path, data = sample(tmp_path, LINES)
-    want = [(o, n, line[:2000]) for o, n, line in reference(data, query)]
+    want = [(o, line[:2000]) for o, line in reference(data, query)]
     assert found(path, query, block=block, limit=100_000) == want
 
 
 def test_scan_edges_no_final_newline_crlf_long_lines(tmp_path: Path) -> None:
     lines = [b"short ERROR\r", b"y" * 5000 + b"ERROR", b"", b"ERROR at the end, no newline"]
     path, data = sample(tmp_path, lines, end=b"")
-    assert [(o, n) for o, n, _ in found(path, Query("ERROR"), block=1024)] == [
-        (o, n) for o, n, _ in reference(data, Query("ERROR"))]
+    assert [o for o, _ in found(path, Query("ERROR"), block=1024)] == [
+        o for o, _ in reference(data, Query("ERROR"))]
     # A matching line is sent cut to 2000 bytes, and says so.
     records = [r for r in scan(str(path), Query("ERROR")) if "offset" in r]
     assert [r["cut"] for r in records] == [False, True, False]
@@ -139,8 +139,8 @@ def records_of(chunks: list[bytes]) -> list[dict[str, object]]:
 def test_stream_search_relays_the_child_and_reaps_it(tmp_path: Path) -> None:
     path, data = sample(tmp_path, LINES)
     records = records_of(list(stream_search(str(path), Query("ERROR"))))
-    assert [(r["offset"], r["line"]) for r in records if "offset" in r] == [
-        (o, n) for o, n, _ in reference(data, Query("ERROR"))]
+    assert [r["offset"] for r in records if "offset" in r] == [
+        o for o, _ in reference(data, Query("ERROR"))]
     assert records[-1]["done"] is True
 
 

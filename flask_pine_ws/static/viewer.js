@@ -1202,13 +1202,11 @@
     const btn = document.createElement('button');
     btn.type = 'button';
     btn.className = 'match';
-    const no = document.createElement('span');
-    no.className = 'lineno';
-    no.textContent = String(rec.line);
+    btn.title = `byte ${rec.offset}`;
     const text = document.createElement('span');
     text.className = 'mtext';
     text.textContent = parseAnsi(rec.text).text + (rec.cut ? '\u2026' : '');
-    btn.append(no, text);
+    btn.append(text);
     btn.dataset.offset = String(rec.offset);
     btn.addEventListener('click', () => {
       for (const other of matchesEl.querySelectorAll('.current')) other.classList.remove('current');
