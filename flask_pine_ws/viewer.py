@@ -133,6 +133,7 @@ def _json_for_html(obj: Any) -> str:
 #: The page runs only its own script and style, and talks only to its origin:
 #: a log line that got into the markup still could not run anything.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-src 'self'; "
         "connect-src 'self'{ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
 #: A Host header fit to be named in the policy (anything else: 'self' alone).
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")

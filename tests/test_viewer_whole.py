@@ -255,3 +255,41 @@ def test_lines_as_written(server: ServerFactory, page: Page, tmp_path: Path) -> 
     wait_until(lambda: data(page, "state") == "binary", message="binary")
     assert page.inner_text("#log .notice").startswith("This file is binary")
     assert not page_lines(page)
+
+
+def test_several_files_merged_in_arrival_order_and_split(server: ServerFactory, page: Page,
+                                                         tmp_path: Path) -> None:
+    app_log, worker_log = tmp_path / "app.log", tmp_path / "worker.log"
+    app_log.write_text("app old\n")
+    worker_log.write_text("worker old\n")
+    srv = start(server, {"app": app_log, "worker": worker_log})
+    page.goto(srv.url + "/logs/")
+    page.check("input[value=app]")
+    page.check("input[value=worker]")
+    page.click("#view-merge")
+    wait_until(lambda: sorted(page_lines(page)) == ["app old", "worker old"],
+               message="both files' lines")
+    assert page.url == srv.url + "/logs/?merge=app%2Cworker"
+    want = [("app", "app old"), ("worker", "worker old")]
+    for i in range(3):
+        for name, path in (("app", app_log), ("worker", worker_log)):
+            append(path, f"{name} {i}\n")
+            want.append((name, f"{name} {i}"))
+            wait_until(lambda: page_lines(page)[-1:] == [want[-1][1]],
+                       message="the line in the merged view")
+    tagged = page.evaluate("Array.from(document.querySelectorAll('#log .line'))"
+                           ".map(e => [e.dataset.tag, e.textContent])")
+    assert sorted(map(tuple, tagged[:2])) == want[:2]
+    assert [tuple(t) for t in tagged[2:]] == want[2:]
+    assert page.inner_text("#count") == "8 lines"
+    page.fill("#filter", "worker")  # the filter works on the merged lines
+    wait_until(lambda: page.inner_text("#count") == "4 of 8 lines", message="filtered")
+
+    page.goto(srv.url + "/logs/?split=app,worker")
+    wait_until(lambda: data(page, "state") == "split", message="split")
+    frames = [f for f in page.frames if f != page.main_frame]
+    assert len(frames) == 2
+    for frame, path in zip(frames, (app_log, worker_log), strict=True):
+        wait_until(lambda f=frame, p=path: f.evaluate(  # type: ignore[misc]
+            "Array.from(document.querySelectorAll('#log .line')).map(e => e.textContent)")
+            == file_lines(p), message="a pane's lines")

@@ -89,17 +89,65 @@
     filesEl.appendChild(span);
   }
 
-  if (!cfg.name) {
-    // The index of several files: a list, no socket.
+  // Several files at once, from the index: ?merge=a,b (one log, each line
+  // marked with its file, in arrival order) or ?split=a,b (side by side).
+  // Each file is followed by its own page in a frame; a merged view's frames
+  // are hidden and hand their lines to this page.
+  const chosen = (key) => (query.get(key) || '').split(',')
+    .map((n) => cfg.files.find((f) => f.name === n)).filter(Boolean);
+  const merged = cfg.name ? [] : chosen('merge');
+  const embedded = query.get('embed') === 'merge' && window.parent !== window;
+
+  function frame(file, embed) {
+    const el = document.createElement('iframe');
+    el.className = 'pane';
+    el.title = file.name;
+    el.src = new URL(file.url + (embed ? '?embed=merge' : ''), location.href).href;
+    return el;
+  }
+
+  if (!cfg.name && !merged.length) {
     $('tools').hidden = true;
+    const split = chosen('split').slice(0, 2);
+    if (split.length === 2) {
+      const panes = document.createElement('div');
+      panes.className = 'split';
+      for (const file of split) panes.appendChild(frame(file, false));
+      logEl.replaceWith(panes);
+      body.dataset.state = 'split';
+      return;
+    }
+    // The index of several files: a list, no socket, and the views of several.
     const list = document.createElement('ul');
     list.className = 'index';
+    const boxes = [];
     for (const file of cfg.files) {
       const li = document.createElement('li');
-      li.appendChild(fileLink(file));
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.value = file.name;
+      box.setAttribute('aria-label', `choose ${file.name}`);
+      boxes.push(box);
+      li.append(box, fileLink(file));
       list.appendChild(li);
     }
-    logEl.replaceChildren(list);
+    const actions = document.createElement('p');
+    actions.className = 'views';
+    for (const [key, label] of [['merge', 'Merge the chosen files'], ['split', 'Two side by side']]) {
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.id = 'view-' + key;
+      btn.textContent = label;
+      btn.addEventListener('click', () => {
+        const names = boxes.filter((b) => b.checked).map((b) => b.value);
+        if (names.length < 2) return;
+        const url = new URL(location.href);
+        url.searchParams.set(key, names.join(','));
+        location.assign(url.href);
+      });
+      actions.appendChild(btn);
+    }
+    logEl.replaceChildren(list, actions);
     body.dataset.state = 'index';
     return;
   }
@@ -344,6 +392,11 @@
   const BLOCK_END = /^[A-Za-z_][\w.$]*(?::|$)/;
   const newContext = () => ({ level: null, indented: false, head: null });
   let liveContext = newContext();
+  const tagContexts = new Map(); // a merged view: one per file, a trace stays with its file
+  function tagContext(tag) {
+    if (!tagContexts.has(tag)) tagContexts.set(tag, newContext());
+    return tagContexts.get(tag);
+  }
 
   function makeEntry(item, ctx) {
     const el = document.createElement('div');
@@ -367,6 +420,10 @@
     ctx.indented = /^\s/.test(plain);
     if (level) el.classList.add('lvl-' + level);
     if (item.fragment) el.classList.add('fragment');
+    if (item.tag) {
+      el.dataset.tag = item.tag; // shown by CSS (::before): not part of the line's text
+      el.classList.add('tagged', `tag-${item.tagIndex % 6}`);
+    }
     if (json) {
       el.classList.add('json');
       const btn = document.createElement('button');
@@ -446,7 +503,7 @@
     if (items.length > maxLines) items = items.slice(items.length - maxLines);
     const frag = document.createDocumentFragment();
     for (const item of items) {
-      const entry = makeEntry(item, liveContext);
+      const entry = makeEntry(item, item.tag ? tagContext(item.tag) : liveContext);
       if (entry.visible) shown += 1;
       entries.push(entry);
       lineCount += 1;
@@ -495,6 +552,12 @@
   }
 
   function enqueue(items, lines) {
+    if (embedded) {
+      // A frame of a merged view: its lines go to the page that shows them.
+      window.parent.postMessage({ pine: 'lines', name: cfg.name, items: items.map((it) => (
+        it.notice !== undefined ? { notice: it.notice } : { raw: it.raw, cut: it.cut })) }, location.origin);
+      return;
+    }
     for (const item of items) queue.push(item);
     // Trim in batches: slicing on every line would be quadratic.
     if (queue.length > maxLines * 2 + 100) queue = queue.slice(queue.length - maxLines);
@@ -1292,6 +1355,44 @@
   $('download').href = endpoint('download');
   $('start').addEventListener('click', () => openAt(0, fileId));
 
+  // ---- several files merged -------------------------------------------------------
+
+  function startMerged() {
+    for (const id of ['search', 'search-re', 'search-case', 'search-go', 'start', 'download']) {
+      const el = $(id);
+      (el.closest('label') || el).hidden = true;
+    }
+    filesEl.replaceChildren();
+    merged.forEach((file, i) => {
+      const tag = document.createElement('span');
+      tag.className = `name tag tag-${i % 6}`;
+      tag.textContent = file.name;
+      filesEl.appendChild(tag);
+    });
+    const names = merged.map((f) => f.name);
+    window.addEventListener('message', (ev) => {
+      if (ev.origin !== location.origin || !ev.data || ev.data.pine !== 'lines') return;
+      const i = names.indexOf(ev.data.name);
+      if (i === -1) return;
+      let count = 0;
+      const items = [];
+      for (const it of ev.data.items) {
+        if (typeof it.notice === 'string') {
+          items.push({ notice: `${names[i]}: ${it.notice}` });
+        } else if (typeof it.raw === 'string') {
+          items.push({ raw: it.raw, cut: !!it.cut, start: null, end: null, file: null, tag: names[i], tagIndex: i });
+          count += 1;
+        }
+      }
+      enqueue(items, count);
+    });
+    const hidden = document.createElement('div');
+    hidden.hidden = true;
+    for (const file of merged) hidden.appendChild(frame(file, true));
+    document.body.appendChild(hidden);
+    setState('live', 'live');
+  }
+
   // ---- filter in the URL -----------------------------------------------------
 
   filterEl.value = query.get('q') || '';
@@ -1317,5 +1418,6 @@
   updateCount();
   updatePause();
   publish();
-  connect();
+  if (merged.length) startMerged();
+  else connect();
 })();
