@@ -31,6 +31,7 @@ import select
 import socket
 import stat
 from collections.abc import Callable, Iterator, Mapping
+from typing import Literal
 
 from flask import Blueprint, Response, request, send_file
 
@@ -95,13 +96,13 @@ def _open_regular(path: str, roots: list[str] | None) -> int:
 
 def register_file_routes(bp: Blueprint, paths: Mapping[str, str], names: str,
                          roots: Callable[[], list[str] | None]) -> None:
-    """Add ``/<name>/before``, ``/<name>/search`` and ``/<name>/download`` to ``bp``.
+    """Add ``/<name>/before``, ``after``, ``search`` and ``download`` to ``bp``.
 
     :param names: the ``any(...)`` converter's argument (the mapping's names).
     :param roots: the allowed roots at request time (``None``: anywhere).
     """
 
-    def block(file: str, direction: str) -> Response:
+    def block(file: str, direction: Literal["before", "after"]) -> Response:
         try:
             offset = _uint("offset", None)
             want = _uint("bytes", DEFAULT_BEFORE, MAX_BEFORE)

@@ -168,6 +168,19 @@ def shoot(url: str, log: Path, rng: random.Random) -> None:
             page.screenshot(path=OUT / "viewer-lines.png")
             page.close()
 
+            # Two files merged, lines arriving in both.
+            page = browser.new_page(viewport={"width": 1100, "height": 560}, color_scheme="dark")
+            page.goto(url + "?merge=app.log,worker.log")
+            wait(page, "Number(document.body.dataset.lines) > 20")
+            for i in range(8):
+                with (log if i % 3 else worker).open("a") as f:
+                    f.write(sample_lines(rng, 100 + i, 1) if i % 3 else
+                            f"2025-03-14 09:28:0{i} INFO  worker sent mail #{4800 + i}\n")
+                time.sleep(0.15)
+            time.sleep(0.5)
+            page.screenshot(path=OUT / "viewer-merged.png")
+            page.close()
+
             page = browser.new_page(viewport={"width": 1100, "height": 560}, color_scheme="dark")
             page.goto(url)
             time.sleep(0.5)

@@ -951,9 +951,12 @@
   logEl.addEventListener('scroll', () => {
     const top = logEl.scrollTop;
     const up = top < lastTop;
+    const down = top > lastTop;
     lastTop = top;
     if (atEnd()) {
-      if (paused === 'scroll' || (paused === 'history' && !up && !loadingBefore)) resume();
+      // Older lines in the page: only a real move down to the end goes back
+      // (the page emptied for a match also scrolls, and is "at the end").
+      if (paused === 'scroll' || (paused === 'history' && down && !loadingBefore)) resume();
     } else if (!paused && up) {
       pause('scroll');
     }
