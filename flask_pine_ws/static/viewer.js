@@ -1361,10 +1361,8 @@
   // ---- several files merged -------------------------------------------------------
 
   function startMerged() {
-    for (const id of ['search', 'search-re', 'search-case', 'search-go', 'start', 'download']) {
-      const el = $(id);
-      (el.closest('label') || el).hidden = true;
-    }
+    // One log of several files: no offsets to search, download or start from.
+    for (const el of [$('search').closest('.searchbox'), $('start'), $('download')]) el.hidden = true;
     filesEl.replaceChildren();
     merged.forEach((file, i) => {
       const tag = document.createElement('span');
