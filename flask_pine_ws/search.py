@@ -25,6 +25,7 @@ import re
 import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 #: A child that sends nothing for this long is stuck in its pattern: killed.
 STALL_SECONDS = 10.0
+#: How often the child hands its records to the parent (and so shows it is alive).
+FLUSH_SECONDS = 0.1
 #: How often a silent child's client is checked for having left.
 POLL_SECONDS = 0.25
 
@@ -129,6 +132,8 @@ def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
             pos += got or 0
             n = kept + (got or 0)
             at_end = pos >= size or not got
+            if at_end and n == 0:
+                break  # an empty file, or nothing left after the last line
             cut = n if at_end else buf.rfind(b"\n", 0, n) + 1
             if cut == 0:
                 if n < 2 * block:
@@ -179,11 +184,15 @@ def _main(argv: list[str]) -> int:
     path, spec = argv
     options = json.loads(spec)
     query = Query(options["pattern"], options["regex"], options["ignore_case"])
-    out = sys.stdout.buffer
+    out = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
+    flushed = time.monotonic()
     for record in scan(path, query, limit=options["limit"]):
         out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
-        if "text" not in record:
-            out.flush()  # a block done: the parent relays, and sees it alive
+        # Every FLUSH_SECONDS: the parent relays what was found and sees the
+        # child alive, without waking for each block (it shares the cores).
+        if "progress" in record and time.monotonic() - flushed >= FLUSH_SECONDS:
+            out.flush()
+            flushed = time.monotonic()
     out.flush()
     return 0
 

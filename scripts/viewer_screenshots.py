@@ -119,7 +119,8 @@ def shoot(url: str, log: Path, rng: random.Random) -> None:
                 second = 1 if scheme == "dark" else 2
                 with log.open("a") as f:
                     f.write(f"2025-03-14 09:27:0{second}.512 INFO  [http] POST /api/cart 201 37ms")
-                time.sleep(0.5)
+                wait(page, "!document.getElementById('partial').hidden")
+                time.sleep(0.3)
                 suffix = "" if scheme == "dark" else "-light"
                 page.screenshot(path=OUT / f"viewer{suffix}.png")
                 with log.open("a") as f:

@@ -86,6 +86,17 @@ def test_scan_edges_no_final_newline_crlf_long_lines(tmp_path: Path) -> None:
     assert str(records[1]["text"]).endswith("yERROR")
 
 
+def test_an_empty_file_and_one_that_ends_with_a_newline_end_the_scan(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    assert list(scan(str(empty), Query("x"))) == [
+        {"done": True, "scanned": 0, "size": 0, "matches": 0, "limited": False}]
+    path, _ = sample(tmp_path, [b"x"] * 3)
+    records = list(scan(str(path), Query("x"), block=2))
+    assert [r["offset"] for r in records if "offset" in r] == [0, 2, 4]
+    assert records[-1]["scanned"] == 6
+
+
 def test_scan_stops_at_the_limit_and_says_so(tmp_path: Path) -> None:
     path, _ = sample(tmp_path, LINES)
     records = list(scan(str(path), Query("info"), limit=10))
