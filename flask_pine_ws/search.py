@@ -8,8 +8,9 @@ A literal is found by its rarest byte (``memchr``) and checked, as ``grep``
 does; a regular expression with :mod:`re` on bytes, ``MULTILINE`` so ``^``/``$`` are line
 ends. Case folding is ASCII, on bytes.
 
-:func:`stream_search` runs :func:`scan` in a child process (this file as
-a script) and relays its records: a regular expression that
+:func:`stream_search` scans for a literal on the calling thread (it cannot
+backtrack), and runs a regular expression's :func:`scan` in a child process
+(this file as a script) and relays its records: a regular expression that
 backtracks without end (``(a+)+$``) cannot be interrupted inside :mod:`re`,
 but a process can be killed. It is killed when its client leaves (the HTTP
 write fails, the generator is closed), when no record came for
@@ -200,15 +201,19 @@ def _main(argv: list[str]) -> int:
 def stream_search(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
                   stall: float = STALL_SECONDS,
                   departed: Callable[[], bool] | None = None) -> Iterator[bytes]:
-    """:func:`scan` in a child process, as JSON lines; the child dies with this generator.
+    """:func:`scan` as JSON lines: a literal here, a regular expression in a child process.
 
-    Closing the generator (the HTTP client left: the server's write failed)
-    kills the child at once. While the child is silent, ``departed()`` is
+    The child dies with this generator: closing it (the HTTP client left:
+    the server's write failed) kills the child at once. While the child is silent, ``departed()`` is
     asked every :data:`POLL_SECONDS` (the client hung up: stop without
     waiting for a write to fail); a child silent for ``stall`` seconds is
     killed, and an ``{"error": ...}`` record says why.
     """
     query.compile()  # a malformed pattern is the caller's error, before any process
+    if not query.regex:
+        # A literal cannot backtrack: no process to kill, scanned here.
+        yield from _in_thread(path, query, limit, departed)
+        return
     spec = json.dumps({"pattern": query.pattern, "regex": query.regex,
                        "ignore_case": query.ignore_case, "limit": limit})
     # This file as a script, isolated and without site: it needs only the
@@ -243,6 +248,26 @@ def stream_search(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
             proc.kill()
         proc.stdout.close()
         proc.wait()
+
+
+def _in_thread(path: str, query: Query, limit: int,
+               departed: Callable[[], bool] | None) -> Iterator[bytes]:
+    """:func:`scan` on this thread, its records handed over every :data:`FLUSH_SECONDS`.
+
+    Each hand-over is a write to the client, which fails once it has left
+    (and ``departed()`` is asked too): the scan stops between two blocks.
+    """
+    out: list[bytes] = []
+    handed = time.monotonic()
+    for record in scan(path, query, limit=limit):
+        out.append(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        if "progress" in record and time.monotonic() - handed >= FLUSH_SECONDS:
+            if departed is not None and departed():
+                return
+            yield b"".join(out)
+            out.clear()
+            handed = time.monotonic()
+    yield b"".join(out)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def test_a_reader_that_leaves_takes_the_child_with_it(tmp_path: Path) -> None:
     assert list(stream) == []
     assert time.monotonic() - started < 10
     # Closed before its end: the child is killed at once.
-    stream = stream_search(str(path), Query("a"), stall=600)
+    stream = stream_search(str(path), Query("a+", regex=True), stall=600)
     next(stream)
     stream.close()
 
