@@ -114,7 +114,7 @@ def bench_search(path: Path, runs: int) -> list[tuple[str, str, float, float, in
         mb = size / 1e6
         matched = int(str(n_grep))
         rows.append((kind, f"`{pattern}`", mb / t_grep, mb / t_scan, matched))
-        rows.append((kind + ", the server's child process", f"`{pattern}`", mb / t_grep,
+        rows.append((kind + ", as a request runs it", f"`{pattern}`", mb / t_grep,
                      mb / t_child, matched))
     return rows
 
