@@ -351,6 +351,10 @@ seen one (each is following the file), then measures.
     if analysis.exists():
         # written by hand after reading a run's figures and profiles
         text += "\n" + analysis.read_text()
+    viewer = Path(__file__).with_name("viewer.md")
+    if viewer.exists():
+        # bench/viewer.py's figures: the viewer over a large file
+        text += "\n" + viewer.read_text()
     path = docs / "benchmarks.md"
     path.write_text(text)
     return path

@@ -159,6 +159,11 @@ class NotRegularFile(OSError):
         self.kind = kind
 
 
+def file_id(st: os.stat_result) -> str:
+    """The identity of a file as a resuming client names it: ``"<dev>:<ino>"``."""
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def file_kind(mode: int) -> str:
     """What a ``st_mode`` names, in words: ``"a regular file"``, ``"a FIFO"``, ``"a device"``..."""
     if stat_mod.S_ISREG(mode):

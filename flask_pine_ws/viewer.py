@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 from markupsafe import escape
 
-from .config import Config
+from .config import Config, setting
+from .viewer_files import register_file_routes
 from .watch import FRAMED_SUBPROTOCOL, watch_file
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def _json_for_html(obj: Any) -> str:
 #: The page runs only its own script and style, and talks only to its origin:
 #: a log line that got into the markup still could not run anything.
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-src 'self'; "
         "connect-src 'self'{ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
 #: A Host header fit to be named in the policy (anything else: 'self' alone).
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
@@ -271,4 +273,13 @@ def make_viewer(pine: FlaskPineWS, files: Mapping[str, str | os.PathLike[str]], 
             return
         watch_file(paths[ctx.params["file"]], conn, root=watch_root, **options)
 
+    def roots() -> list[str] | None:
+        # As watch_file decides: the viewer's root, else PINE_WS_WATCH_ROOTS.
+        value = watch_root if watch_root is not None else setting("PINE_WS_WATCH_ROOTS")
+        if value is None:
+            return None
+        listed = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+        return [os.path.realpath(os.fspath(r)) for r in listed]
+
+    register_file_routes(bp, paths, converter, roots)
     return bp

@@ -47,6 +47,28 @@ def sample_lines(rng: random.Random, start: int, count: int) -> str:
     return "".join(out)
 
 
+#: What the "lines as written" shot shows: colours from a tool that writes
+#: ANSI codes, JSON lines from a structured logger, a Java stack trace.
+WRITTEN = (
+    "\x1b[2m2025-03-14 09:27:10\x1b[0m \x1b[32mINFO \x1b[0m \x1b[1mworker\x1b[0m picked job "
+    "\x1b[36m#4711\x1b[0m (queue \x1b[35memails\x1b[0m)\n"
+    "\x1b[2m2025-03-14 09:27:11\x1b[0m \x1b[33mWARN \x1b[0m \x1b[1mworker\x1b[0m retry "
+    "\x1b[38;5;208m2/5\x1b[0m after \x1b[4mSMTP 421\x1b[0m\n"
+    '{"time": "2025-03-14T09:27:12Z", "level": "error", "msg": "job failed", "job": 4711, '
+    '"queue": "emails", "attempt": 2, "error": {"type": "SMTPServerDisconnected", '
+    '"detail": "Connection unexpectedly closed"}}\n'
+    '{"time": "2025-03-14T09:27:13Z", "level": "info", "msg": "job done", "job": 4712, '
+    '"ms": 84}\n'
+    "2025-03-14 09:27:14 ERROR [billing] invoice run aborted\n"
+    "java.lang.IllegalStateException: ledger locked\n"
+    "\tat com.shop.billing.Ledger.lock(Ledger.java:88)\n"
+    "\tat com.shop.billing.InvoiceRun.start(InvoiceRun.java:41)\n"
+    "Caused by: java.util.concurrent.TimeoutException\n"
+    "\t... 12 more\n"
+    "\x1b[2m2025-03-14 09:27:15\x1b[0m \x1b[32mINFO \x1b[0m \x1b[1mworker\x1b[0m idle\n"
+)
+
+
 def wait(page: Page, script: str, timeout: float = 20) -> None:
     # Polled from here: wait_for_function evaluates a string in the page,
     # which the page's Content-Security-Policy (no eval) forbids.
@@ -97,7 +119,8 @@ def shoot(url: str, log: Path, rng: random.Random) -> None:
                 second = 1 if scheme == "dark" else 2
                 with log.open("a") as f:
                     f.write(f"2025-03-14 09:27:0{second}.512 INFO  [http] POST /api/cart 201 37ms")
-                time.sleep(0.5)
+                wait(page, "!document.getElementById('partial').hidden")
+                time.sleep(0.3)
                 suffix = "" if scheme == "dark" else "-light"
                 page.screenshot(path=OUT / f"viewer{suffix}.png")
                 with log.open("a") as f:
@@ -122,6 +145,44 @@ def shoot(url: str, log: Path, rng: random.Random) -> None:
             time.sleep(0.3)
             page.screenshot(path=OUT / "viewer-paused.png")
 
+            # Search the whole file, a match opened in its context.
+            page = browser.new_page(viewport={"width": 1100, "height": 560}, color_scheme="dark")
+            page.goto(url + "app.log")
+            wait(page, "document.body.dataset.state === 'live'")
+            page.fill("#search", "card declined")
+            page.click("#search-go")
+            wait(page, "document.body.dataset.search === 'done'")
+            page.click("#matches li:nth-child(2) .match")
+            wait(page, "!!document.querySelector('#log .line.target')")
+            time.sleep(0.3)
+            page.screenshot(path=OUT / "viewer-search.png")
+
+            # Lines as written: ANSI colours, a JSON line opened, a trace kept together.
+            worker = log.with_name("worker.log")
+            with worker.open("a") as f:
+                f.write(WRITTEN)
+            page.goto(url + "worker.log")
+            wait(page, "document.body.dataset.state === 'live'")
+            wait(page, "!!document.querySelector('#log .line.json .expand')")
+            page.click("#log .line.json .expand >> nth=0")
+            time.sleep(0.3)
+            page.screenshot(path=OUT / "viewer-lines.png")
+            page.close()
+
+            # Two files merged, lines arriving in both.
+            page = browser.new_page(viewport={"width": 1100, "height": 560}, color_scheme="dark")
+            page.goto(url + "?merge=app.log,worker.log")
+            wait(page, "Number(document.body.dataset.lines) > 20")
+            for i in range(8):
+                with (log if i % 3 else worker).open("a") as f:
+                    f.write(sample_lines(rng, 100 + i, 1) if i % 3 else
+                            f"2025-03-14 09:28:0{i} INFO  worker sent mail #{4800 + i}\n")
+                time.sleep(0.15)
+            time.sleep(0.5)
+            page.screenshot(path=OUT / "viewer-merged.png")
+            page.close()
+
+            page = browser.new_page(viewport={"width": 1100, "height": 560}, color_scheme="dark")
             page.goto(url)
             time.sleep(0.5)
             page.set_viewport_size({"width": 700, "height": 220})

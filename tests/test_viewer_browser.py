@@ -146,7 +146,8 @@ def test_levels_are_highlighted(server: ServerFactory, page: Page, tmp_path: Pat
     wait_lines(page, file_lines(log))
     classes = page.evaluate(
         "Array.from(document.querySelectorAll('#log .line')).map(e => e.className)")
-    assert classes == ["line lvl-error"] * 4 + [
+    # The traceback's lines continue the error line: its level, marked as part of it.
+    assert classes == ["line lvl-error"] + ["line cont lvl-error"] * 3 + [
         "line lvl-warn", "line lvl-info", "line lvl-debug", "line lvl-error", "line"]
 
 

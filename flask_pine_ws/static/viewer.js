@@ -11,11 +11,27 @@
 // - At most `maxLines` lines stay in the page (oldest dropped): memory is flat on a
 //   log that grows for hours. While paused, arriving lines wait off-page (bounded
 //   the same way) and are counted.
-// - Every piece of log text goes in with textContent or text nodes, never as HTML.
+// - Every piece of log text goes in with textContent or text nodes, never as HTML
+//   (ANSI colours become spans with classes, JSON lines a summary and a tree).
+// - Each line knows the byte offset of its start (`start`) in the file `file`:
+//   scrolling to the top asks the server for the lines before the first one
+//   (`before`), page by page down to byte 0, so the seam is exact; a page that
+//   grows past `maxLines` that way drops its newest lines and waits off-page for
+//   live ones, reloading the end when the user follows again.
+// - A line is rendered up to LINE_MAX characters, the rest fetched on demand
+//   (a Range request); an unfinished line is kept to that length too, so a
+//   100 MiB line without a newline costs what it shows, not what it is.
+// - A regular expression filter is tried in a Worker on the page's lines and
+//   on probes first, with a time budget; one that backtracks without end is
+//   refused instead of freezing the tab.
 (() => {
   'use strict';
 
   const PROTOCOL = 'pine.watch.v1';
+  const LINE_MAX = 10000; // characters of a line rendered; the rest on demand
+  const MORE_BYTES = 65536; // bytes fetched per "more" click of a long line
+  const CHECK_MS = 1500; // budget of a regex filter's trial in the Worker
+  const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
   const cfg = JSON.parse(document.getElementById('pine-config').textContent);
   const $ = (id) => document.getElementById(id);
   const body = document.body;
@@ -40,6 +56,18 @@
   let firstLines = query.has('lines') ? intParam(query.get('lines'), null, 0, cfg.maxLines) : null;
   if (firstLines === null && cfg.lines !== null && cfg.lines > maxLines) firstLines = maxLines;
 
+  // Every URL of the page's HTTP requests, relative to the page itself (a
+  // URL prefix, a proxy's path, work unchanged): `<name>/<what>?params`.
+  function endpoint(what, params) {
+    const url = new URL(`${encodeURIComponent(cfg.name)}/${what}`, location.href);
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== null && v !== undefined && v !== '') url.searchParams.set(k, String(v));
+    }
+    return url.href;
+  }
+
+  const plural = (n, word, many) => `${n} ${n === 1 ? word : many || word + 's'}`;
+
   // ---- file list -------------------------------------------------------------
 
   function fileLink(file) {
@@ -61,6 +89,62 @@
     filesEl.appendChild(span);
   }
 
+  // Several files at once, from the index: ?merge=a,b (one log, each line
+  // marked with its file, in arrival order) or ?split=a,b (side by side).
+  // Each file is followed by its own page in a frame; a merged view's frames
+  // are hidden and hand their lines to this page.
+  const chosen = (key) => (query.get(key) || '').split(',')
+    .map((n) => cfg.files.find((f) => f.name === n)).filter(Boolean);
+  const merged = cfg.name ? [] : chosen('merge');
+  const embedded = query.get('embed') === 'merge' && window.parent !== window;
+
+  function frame(file, embed) {
+    const el = document.createElement('iframe');
+    el.className = 'pane';
+    el.title = file.name;
+    el.src = new URL(file.url + (embed ? '?embed=merge' : ''), location.href).href;
+    return el;
+  }
+
+  // The index of several files: a list, no socket, and the views of several
+  // (boxes chosen before a refresh of the list stay chosen).
+  let boxes = [];
+  function renderIndex() {
+    const was = new Set(boxes.filter((b) => b.checked).map((b) => b.value));
+    boxes = [];
+    const list = document.createElement('ul');
+    list.className = 'index';
+    for (const file of cfg.files) {
+      const li = document.createElement('li');
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.value = file.name;
+      box.checked = was.has(file.name);
+      box.setAttribute('aria-label', `choose ${file.name}`);
+      boxes.push(box);
+      li.append(box, fileLink(file));
+      list.appendChild(li);
+    }
+    const actions = document.createElement('p');
+    actions.className = 'views';
+    for (const [key, label] of [['merge', 'Merge the chosen files'], ['split', 'Two side by side']]) {
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.id = 'view-' + key;
+      btn.textContent = label;
+      btn.addEventListener('click', () => {
+        const names = boxes.filter((b) => b.checked).map((b) => b.value);
+        if (names.length < 2) return;
+        const url = new URL(location.href);
+        url.searchParams.set(key, names.join(','));
+        location.assign(url.href);
+      });
+      actions.appendChild(btn);
+    }
+    logEl.replaceChildren(list, actions);
+    body.dataset.state = 'index';
+  }
+
   // A live set of files (a served directory): the server's list is asked for
   // again every few seconds, so a file created later appears without a reload.
   function followFileList(url) {
@@ -78,35 +162,25 @@
       if (names === known) return;
       known = names;
       cfg.files = files;
-      if (cfg.name) {
-        filesEl.replaceChildren(...files.map(fileLink));
-      } else {
-        const list = document.createElement('ul');
-        list.className = 'index';
-        for (const file of files) {
-          const li = document.createElement('li');
-          li.appendChild(fileLink(file));
-          list.appendChild(li);
-        }
-        logEl.replaceChildren(list);
-      }
+      if (cfg.name) filesEl.replaceChildren(...files.map(fileLink));
+      else if (body.dataset.state === 'index') renderIndex();
     };
     setInterval(refresh, 3000);
   }
-  if (cfg.filesUrl) followFileList(cfg.filesUrl);
+  if (cfg.filesUrl && !embedded) followFileList(cfg.filesUrl);
 
-  if (!cfg.name) {
-    // The index of several files: a list, no socket.
+  if (!cfg.name && !merged.length) {
     $('tools').hidden = true;
-    const list = document.createElement('ul');
-    list.className = 'index';
-    for (const file of cfg.files) {
-      const li = document.createElement('li');
-      li.appendChild(fileLink(file));
-      list.appendChild(li);
+    const split = chosen('split').slice(0, 2);
+    if (split.length === 2) {
+      const panes = document.createElement('div');
+      panes.className = 'split';
+      for (const file of split) panes.appendChild(frame(file, false));
+      logEl.replaceWith(panes);
+      body.dataset.state = 'split';
+      return;
     }
-    logEl.replaceChildren(list);
-    body.dataset.state = 'index';
+    renderIndex();
     return;
   }
 
@@ -148,81 +222,335 @@
     }
   }
 
-  // Fill `el` with `text`, wrapping filter matches in <mark>; returns whether
-  // the line matches (always true without a filter).
-  function paint(el, text) {
-    if (!filter) {
-      el.textContent = text;
-      return true;
-    }
-    filter.lastIndex = 0;
+  // ---- ANSI colours and JSON lines ---------------------------------------------
+
+  // CSI sequences: SGR ("m") sets colours, the others (cursor moves) are dropped.
+  const CSI = /\x1b\[([0-9;:?]*)([@-~])/g;
+  const ANSI_256 = (n) => {
+    if (n < 16) return null; // the named colours: classes
+    if (n >= 232) { const v = 8 + (n - 232) * 10; return `rgb(${v},${v},${v})`; }
+    const i = n - 16;
+    const c = (x) => (x ? 55 + x * 40 : 0);
+    return `rgb(${c(Math.floor(i / 36))},${c(Math.floor(i / 6) % 6)},${c(i % 6)})`;
+  };
+
+  // Text without escape sequences, and the runs of style over it:
+  // [{from, to, cls: [...], fg, bg}], or null when the line has none.
+  function parseAnsi(raw) {
+    if (raw.indexOf('\x1b') === -1) return { text: raw, runs: null };
+    const runs = [];
+    let text = '';
+    let st = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false };
     let last = 0;
+    const push = (piece) => {
+      if (!piece) return;
+      const cls = [];
+      if (st.fg !== null && typeof st.fg === 'number') cls.push('ansi-fg-' + st.fg);
+      if (st.bg !== null && typeof st.bg === 'number') cls.push('ansi-bg-' + st.bg);
+      if (st.bold) cls.push('ansi-bold');
+      if (st.dim) cls.push('ansi-dim');
+      if (st.italic) cls.push('ansi-italic');
+      if (st.underline) cls.push('ansi-underline');
+      runs.push({ from: text.length, to: text.length + piece.length, cls,
+        fg: typeof st.fg === 'string' ? st.fg : null, bg: typeof st.bg === 'string' ? st.bg : null });
+      text += piece;
+    };
+    CSI.lastIndex = 0;
+    let m;
+    while ((m = CSI.exec(raw)) !== null) {
+      push(raw.slice(last, m.index));
+      last = m.index + m[0].length;
+      if (m[2] !== 'm') continue;
+      const codes = m[1] === '' ? [0] : m[1].split(/[;:]/).map((x) => parseInt(x || '0', 10));
+      for (let i = 0; i < codes.length; i += 1) {
+        const c = codes[i];
+        if (c === 0) st = { fg: null, bg: null, bold: false, dim: false, italic: false, underline: false };
+        else if (c === 1) st.bold = true;
+        else if (c === 2) st.dim = true;
+        else if (c === 3) st.italic = true;
+        else if (c === 4) st.underline = true;
+        else if (c === 22) { st.bold = false; st.dim = false; }
+        else if (c === 23) st.italic = false;
+        else if (c === 24) st.underline = false;
+        else if ((c >= 30 && c <= 37) || (c >= 90 && c <= 97)) st.fg = c;
+        else if (c === 39) st.fg = null;
+        else if ((c >= 40 && c <= 47) || (c >= 100 && c <= 107)) st.bg = c;
+        else if (c === 49) st.bg = null;
+        else if ((c === 38 || c === 48) && codes[i + 1] === 5) {
+          const n = codes[i + 2] || 0;
+          const named = n < 8 ? 30 + n : n < 16 ? 90 + n - 8 : ANSI_256(n);
+          const value = typeof named === 'number' && c === 48 ? named + 10 : named;
+          if (c === 38) st.fg = value; else st.bg = value;
+          i += 2;
+        } else if ((c === 38 || c === 48) && codes[i + 1] === 2) {
+          const [r, g, b] = [codes[i + 2], codes[i + 3], codes[i + 4]].map((x) => Math.min(255, x || 0));
+          if (c === 38) st.fg = `rgb(${r},${g},${b})`; else st.bg = `rgb(${r},${g},${b})`;
+          i += 4;
+        }
+      }
+    }
+    push(raw.slice(last));
+    return { text, runs };
+  }
+
+  const JSON_LEVEL = ['level', 'lvl', 'severity', 'levelname', 'log.level'];
+  const JSON_TIME = ['time', 'ts', 'timestamp', '@timestamp', 'asctime', 'date'];
+  const JSON_MSG = ['msg', 'message', 'event', 'text'];
+  const pick = (obj, keys) => {
+    for (const k of keys) if (obj[k] !== undefined && obj[k] !== null && typeof obj[k] !== 'object') return String(obj[k]);
+    return null;
+  };
+
+  // A JSON object line: {obj, summary, level}; anything else: null.
+  function jsonLine(text) {
+    if (text.charCodeAt(0) !== 123 || text.charCodeAt(text.length - 1) !== 125) return null;
+    let obj;
+    try {
+      obj = JSON.parse(text);
+    } catch (err) {
+      return null;
+    }
+    if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return null;
+    const time = pick(obj, JSON_TIME);
+    const level = pick(obj, JSON_LEVEL);
+    const msg = pick(obj, JSON_MSG);
+    const parts = [time, level ? level.toUpperCase() : null, msg].filter((x) => x !== null);
+    const others = Object.keys(obj).length - parts.length;
+    if (!parts.length) return null;
+    return { obj, summary: parts.join(' ') + (others > 0 ? ` {${plural(others, 'field')}}` : ''),
+      level: level ? levelOf(level.toUpperCase()) : null };
+  }
+
+  // Put `text` into `el` as text nodes: ANSI runs become spans with classes
+  // (never markup), `ranges` ([from, to] of filter matches) become <mark>s.
+  function render(el, text, runs, ranges) {
+    if (!runs && !ranges.length) {
+      el.textContent = text;
+      return;
+    }
+    const cuts = new Set([0, text.length]);
+    for (const r of runs || []) { cuts.add(r.from); cuts.add(r.to); }
+    for (const [a, b] of ranges) { cuts.add(a); cuts.add(b); }
+    const points = [...cuts].sort((a, b) => a - b);
+    const nodes = [];
+    let ri = 0;
+    let mi = 0;
+    let markEl = null;
+    let markOf = -1; // the match markEl holds
+    for (let i = 0; i + 1 < points.length; i += 1) {
+      const a = points[i];
+      const b = points[i + 1];
+      if (a >= b) continue;
+      let node = document.createTextNode(text.slice(a, b));
+      while (runs && ri < runs.length && runs[ri].to <= a) ri += 1;
+      const run = runs && ri < runs.length && runs[ri].from <= a ? runs[ri] : null;
+      if (run && (run.cls.length || run.fg || run.bg)) {
+        const span = document.createElement('span');
+        if (run.cls.length) span.className = run.cls.join(' ');
+        if (run.fg) span.style.color = run.fg; // CSSOM: no style attribute parsed
+        if (run.bg) span.style.backgroundColor = run.bg;
+        span.appendChild(node);
+        node = span;
+      }
+      while (mi < ranges.length && ranges[mi][1] <= a) mi += 1;
+      const inMark = mi < ranges.length && ranges[mi][0] <= a;
+      if (inMark) {
+        // One <mark> per match, whatever styles it crosses.
+        if (!markEl || markOf !== mi) {
+          markEl = document.createElement('mark');
+          markOf = mi;
+          nodes.push(markEl);
+        }
+        markEl.appendChild(node);
+      } else {
+        markEl = null;
+        nodes.push(node);
+      }
+    }
+    el.replaceChildren(...nodes);
+  }
+
+  function matchRanges(text) {
+    filter.lastIndex = 0;
+    const ranges = [];
     let found = false;
-    const parts = [];
     for (const m of text.matchAll(filter)) {
       found = true;
       if (m[0].length === 0) continue; // "^" or "x*": matches, nothing to mark
-      if (m.index > last) parts.push(document.createTextNode(text.slice(last, m.index)));
-      const mark = document.createElement('mark');
-      mark.textContent = m[0];
-      parts.push(mark);
-      last = m.index + m[0].length;
+      ranges.push([m.index, m.index + m[0].length]);
     }
-    if (!found) {
-      el.textContent = text;
-      return false;
+    return found ? ranges : null;
+  }
+
+  // Paint an entry's text with the filter's marks; whether it matches.
+  function paint(entry) {
+    let ranges = [];
+    let found = true;
+    if (filter) {
+      const r = matchRanges(entry.text);
+      found = r !== null;
+      ranges = r || [];
+      if (!found && entry.raw !== entry.text) {
+        filter.lastIndex = 0;
+        found = filter.test(entry.raw); // a JSON line: its fields count too
+      }
     }
-    if (last < text.length) parts.push(document.createTextNode(text.slice(last)));
-    el.replaceChildren(...parts);
-    return true;
+    render(entry.textEl, entry.text, entry.runs, ranges);
+    return found;
   }
 
   // ---- lines in the page -----------------------------------------------------
 
-  // Each entry: {el, text} for a line, {el, text: null} for a notice.
+  // Each entry: {el, textEl, text, raw, runs, start, end, file, cut, head} for
+  // a line (start/end: byte offsets of its first byte and of its "\n"), or
+  // {el, text: null} for a notice.
   let entries = [];
   let lineCount = 0; // lines in the page
   let shown = 0; // lines in the page that match the filter
-  // Lines (strings) and notices ({notice}) not in the page yet: they go in
-  // once per frame (a burst of 100 000 lines makes at most maxLines
-  // elements, not 100 000), or on resume when paused. The oldest are dropped
-  // past maxLines, as the page would have dropped them.
+  // Lines ({raw, start, ...}) and notices ({notice}) not in the page yet:
+  // they go in once per frame (a burst of 100 000 lines makes at most
+  // maxLines elements, not 100 000), or on resume when paused. The oldest are
+  // dropped past maxLines, as the page would have dropped them.
   let queue = [];
   let pendingCount = 0; // every line that arrived while paused
+  // The page holds older lines than the live stream joins (scrolled back past
+  // maxLines): its newest lines were dropped, live ones wait in the queue.
+  let detached = false;
 
-  // A line that continues the one before it takes its level: an indented
-  // line, a traceback's header, and the "Name: message" line that ends an
-  // indented block (Python's traceback, Java's "Caused by").
+  // A line that continues the one before it takes its level and stays with
+  // it under a filter: an indented line, a traceback's header, and the
+  // "Name: message" line that ends an indented block.
   const CONTINUATION = /^(?:\s|Traceback |Caused by|[\w.$]+(?:Error|Exception)\b)/;
   const BLOCK_END = /^[A-Za-z_][\w.$]*(?::|$)/;
-  let lastLevel = null;
-  let lastIndented = false;
-
-  function lineElement(text) {
-    const el = document.createElement('div');
-    el.className = 'line';
-    const continues = CONTINUATION.test(text) || (lastIndented && BLOCK_END.test(text));
-    const level = levelOf(text) || (continues ? lastLevel : null);
-    lastLevel = level;
-    lastIndented = /^\s/.test(text);
-    if (level) el.classList.add('lvl-' + level);
-    el.hidden = !paint(el, text);
-    return el;
+  const newContext = () => ({ level: null, indented: false, head: null });
+  let liveContext = newContext();
+  const tagContexts = new Map(); // a merged view: one per file, a trace stays with its file
+  function tagContext(tag) {
+    if (!tagContexts.has(tag)) tagContexts.set(tag, newContext());
+    return tagContexts.get(tag);
   }
 
-  function append(texts) {
-    if (!texts.length) return;
-    if (texts.length > maxLines) texts = texts.slice(texts.length - maxLines);
+  function makeEntry(item, ctx) {
+    const el = document.createElement('div');
+    el.className = 'line';
+    const textEl = document.createElement('span');
+    textEl.className = 't';
+    el.appendChild(textEl);
+    const { text: plain, runs } = parseAnsi(item.raw);
+    const json = item.cut ? null : jsonLine(plain);
+    const entry = { el, textEl, text: json ? json.summary : plain, raw: plain, runs: json ? null : runs,
+      start: item.start, end: item.end, file: item.file, cut: item.cut, head: null, json };
+    const continues = CONTINUATION.test(plain) || (ctx.indented && BLOCK_END.test(plain));
+    const level = (json && json.level) || levelOf(plain) || (continues ? ctx.level : null);
+    if (continues && ctx.head) {
+      entry.head = ctx.head;
+      el.classList.add('cont');
+    } else {
+      ctx.head = entry;
+    }
+    ctx.level = level;
+    ctx.indented = /^\s/.test(plain);
+    if (level) el.classList.add('lvl-' + level);
+    if (item.fragment) el.classList.add('fragment');
+    if (item.tag) {
+      el.dataset.tag = item.tag; // shown by CSS (::before): not part of the line's text
+      el.classList.add('tagged', `tag-${item.tagIndex % 6}`);
+    }
+    if (json) {
+      el.classList.add('json');
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'expand';
+      btn.setAttribute('aria-label', 'all fields');
+      btn.setAttribute('aria-expanded', 'false');
+      btn.addEventListener('click', () => toggleFields(entry, btn));
+      el.appendChild(btn);
+    }
+    if (item.cut && item.start !== null && item.end !== null) {
+      entry.shownBytes = new TextEncoder().encode(item.raw).length;
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'more';
+      btn.addEventListener('click', () => moreOfLine(entry, btn));
+      el.appendChild(btn);
+      labelMore(entry, btn);
+    } else if (item.cut) {
+      el.classList.add('cut');
+    }
+    entry.visible = paint(entry) || (entry.head !== null && entry.head.visible);
+    el.hidden = !entry.visible;
+    return entry;
+  }
+
+  function toggleFields(entry, btn) {
+    const open = btn.getAttribute('aria-expanded') === 'true';
+    btn.setAttribute('aria-expanded', open ? 'false' : 'true');
+    if (open) {
+      entry.fields.remove();
+      entry.fields = null;
+      return;
+    }
+    const pre = document.createElement('pre');
+    pre.className = 'fields';
+    pre.textContent = JSON.stringify(entry.json.obj, null, 2);
+    entry.fields = pre;
+    entry.el.appendChild(pre);
+  }
+
+  function labelMore(entry, btn) {
+    const left = entry.end - entry.start - entry.shownBytes;
+    btn.dataset.left = String(left);
+    btn.setAttribute('aria-label', `show ${Math.min(left, MORE_BYTES)} more of ${left} bytes`);
+    btn.title = btn.getAttribute('aria-label');
+    btn.hidden = left <= 0;
+  }
+
+  // The rest of a long line, a block at a time, by a Range request.
+  async function moreOfLine(entry, btn) {
+    const from = entry.start + entry.shownBytes;
+    const to = Math.min(entry.end, from + MORE_BYTES) - 1;
+    if (to < from) return;
+    btn.disabled = true;
+    try {
+      const res = await fetch(endpoint('download'), { headers: { Range: `bytes=${from}-${to}` }, cache: 'no-store' });
+      if (res.status !== 206) throw new Error(`HTTP ${res.status}`);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      entry.moreDecoder = entry.moreDecoder || new TextDecoder('utf-8');
+      const more = parseAnsi(entry.moreDecoder.decode(bytes, { stream: true })).text;
+      entry.shownBytes += bytes.length;
+      entry.text += more;
+      entry.raw = entry.text;
+      entry.runs = null;
+      paint(entry);
+      labelMore(entry, btn);
+    } catch (err) {
+      btn.title = `could not load more: ${err.message || err}`;
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  function append(items) {
+    if (!items.length) return;
+    if (items.length > maxLines) items = items.slice(items.length - maxLines);
     const frag = document.createDocumentFragment();
-    for (const text of texts) {
-      const el = lineElement(text);
-      if (!el.hidden) shown += 1;
-      entries.push({ el, text });
+    for (const item of items) {
+      const entry = makeEntry(item, item.tag ? tagContext(item.tag) : liveContext);
+      if (entry.visible) shown += 1;
+      entries.push(entry);
       lineCount += 1;
-      frag.appendChild(el);
+      frag.appendChild(entry.el);
     }
     logEl.insertBefore(frag, partialEl);
     trim();
+  }
+
+  function forget(e) {
+    e.el.remove();
+    if (e.text !== null) {
+      lineCount -= 1;
+      if (e.visible) shown -= 1;
+    }
   }
 
   // Drop the oldest entries (notices among them) until maxLines lines are
@@ -231,18 +559,37 @@
     let drop = 0;
     while ((lineCount > maxLines || entries.length - drop > maxLines + 100)
            && drop < entries.length) {
-      const e = entries[drop];
-      e.el.remove();
-      if (e.text !== null) {
-        lineCount -= 1;
-        if (!e.el.hidden) shown -= 1;
-      }
+      forget(entries[drop]);
       drop += 1;
     }
     if (drop) entries = entries.slice(drop);
+    publishTop();
+  }
+
+  // Drop the newest lines past maxLines (the page scrolled back): the live
+  // end is no longer joined to what the page holds.
+  function trimBottom() {
+    let keep = entries.length;
+    while (lineCount > maxLines && keep > 0) {
+      keep -= 1;
+      forget(entries[keep]);
+    }
+    if (keep === entries.length) return;
+    entries = entries.slice(0, keep);
+    detached = true;
+    body.dataset.detached = '1';
+    partialEl.hidden = true;
+    paused = null;
+    pause('history'); // only a move down to the end (or Follow) goes back
   }
 
   function enqueue(items, lines) {
+    if (embedded) {
+      // A frame of a merged view: its lines go to the page that shows them.
+      window.parent.postMessage({ pine: 'lines', name: cfg.name, items: items.map((it) => (
+        it.notice !== undefined ? { notice: it.notice } : { raw: it.raw, cut: it.cut })) }, location.origin);
+      return;
+    }
     for (const item of items) queue.push(item);
     // Trim in batches: slicing on every line would be quadratic.
     if (queue.length > maxLines * 2 + 100) queue = queue.slice(queue.length - maxLines);
@@ -277,6 +624,18 @@
     if (flushScheduled) flush();
   }
 
+  function paintPartial() {
+    if (!tail || detached) {
+      partialEl.hidden = true;
+      return;
+    }
+    const { text, runs } = parseAnsi(tail);
+    const ranges = filter ? matchRanges(text) : [];
+    render(partialEl, text, runs, ranges || []);
+    partialEl.classList.toggle('cut', tailCut);
+    partialEl.hidden = ranges === null;
+  }
+
   // Put the queue in the page, then the partial line, then keep the end in view.
   function flush() {
     flushScheduled = false;
@@ -286,7 +645,7 @@
     queue = [];
     let run = [];
     for (const item of items) {
-      if (typeof item === 'string') {
+      if (item.notice === undefined) {
         run.push(item);
       } else {
         append(run);
@@ -295,7 +654,7 @@
       }
     }
     append(run);
-    partialEl.hidden = !tail || !paint(partialEl, tail);
+    paintPartial();
     updateCount();
     scrollToEnd();
     flushCost = performance.now() - started;
@@ -305,39 +664,276 @@
     enqueue([{ notice: message }], 0); // in order with the lines around it
   }
 
-  function addNotice(message) {
+  function noticeElement(message) {
     const el = document.createElement('div');
     el.className = 'notice';
     el.setAttribute('role', 'status');
     el.textContent = message;
+    return el;
+  }
+
+  function addNotice(message) {
+    const el = noticeElement(message);
     entries.push({ el, text: null });
     logEl.insertBefore(el, partialEl);
-    lastLevel = null; // a new file: nothing to continue
-    lastIndented = false;
+    liveContext = newContext(); // a new file: nothing to continue
     trim();
   }
 
+  // Check a regular expression in a Worker, on the page's lines and on
+  // probes that make a backtracking pattern explode, within CHECK_MS: the
+  // main thread never runs a pattern that did not pass.
+  function probes(source) {
+    const chars = new Set(['a', ' ', '0']);
+    for (const ch of source) if (/[\w .:-]/.test(ch) && chars.size < 12) chars.add(ch);
+    const out = [];
+    for (const ch of chars) out.push(ch.repeat(30) + '\u2603', (ch + ' ').repeat(15) + '!');
+    return out;
+  }
+
+  function checkPattern(re, samples) {
+    return new Promise((resolve) => {
+      let worker;
+      try {
+        worker = new Worker(new URL('viewer-check.js', SCRIPT_URL));
+      } catch (err) {
+        resolve('unchecked');
+        return;
+      }
+      const timer = setTimeout(() => { worker.terminate(); resolve('slow'); }, CHECK_MS);
+      worker.onmessage = () => { clearTimeout(timer); worker.terminate(); resolve('ok'); };
+      worker.onerror = () => { clearTimeout(timer); worker.terminate(); resolve('unchecked'); };
+      worker.postMessage({ source: re.source, flags: re.flags, samples });
+    });
+  }
+
+  let checkSeq = 0;
   function refilter() {
-    filter = compileFilter();
+    const compiled = compileFilter();
+    const seq = ++checkSeq;
+    if (compiled && regexEl.checked) {
+      filter = null; // everything shown while the pattern is on trial
+      body.dataset.filter = 'checking';
+      applyFilter();
+      const samples = [];
+      for (let i = entries.length - 1; i >= 0 && samples.length < 500; i -= 1) {
+        if (entries[i].text !== null) samples.push(entries[i].text);
+      }
+      if (tail) samples.push(tail);
+      checkPattern(compiled, samples.concat(probes(compiled.source))).then((verdict) => {
+        if (seq !== checkSeq) return; // the pattern changed meanwhile
+        if (verdict === 'slow') {
+          filterEl.classList.add('invalid');
+          filterEl.title = 'This pattern takes too long (it backtracks without end): not applied.';
+          body.dataset.filter = 'refused';
+          return;
+        }
+        filter = compiled;
+        body.dataset.filter = 'on';
+        applyFilter();
+      });
+      return;
+    }
+    filter = compiled;
+    body.dataset.filter = compiled ? 'on' : 'off';
+    applyFilter();
+  }
+
+  function applyFilter() {
     shown = 0;
     for (const e of entries) {
       if (e.text === null) continue;
-      e.el.hidden = !paint(e.el, e.text);
-      if (!e.el.hidden) shown += 1;
+      e.visible = paint(e) || (e.head !== null && e.head.visible === true);
+      e.el.hidden = !e.visible;
+      if (e.visible) shown += 1;
     }
-    if (!paused) partialEl.hidden = !tail || !paint(partialEl, tail);
+    if (!paused) paintPartial();
     updateCount();
     if (!paused) scrollToEnd();
   }
 
   function updateCount() {
-    countEl.textContent = filter ? `${shown} of ${lineCount} lines` : `${lineCount} lines`;
+    countEl.textContent = filter ? `${shown} of ${plural(lineCount, 'line')}` : plural(lineCount, 'line');
     body.dataset.lines = String(lineCount);
+  }
+
+  function publishTop() {
+    const top = entries.find((e) => e.text !== null);
+    body.dataset.top = top && top.start !== null ? String(top.start) : '';
+  }
+
+  // ---- scroll back -------------------------------------------------------------
+
+  let loadingBefore = false;
+
+  // Where the page's oldest line starts, and in which file: the lines before
+  // it are what scrolling back asks for. A notice on top (a rotation) ends it.
+  function anchor() {
+    if (!entries.length) {
+      const at = tailStart !== null ? tailStart : offset;
+      return at === null ? null : { start: at, file: fileId, entry: null };
+    }
+    const top = entries[0];
+    if (top.text === null || top.start === null || top.fragment) return null;
+    return { start: top.start, file: top.file, entry: top };
+  }
+
+  // Lines (items) from a block of whole lines read at byte `start`; the k-th
+  // "\n" of the text is the k-th 0x0A byte (UTF-8 never hides one inside a
+  // character, and U+FFFD replaces only invalid bytes).
+  function blockItems(bytes, start, fragment, file) {
+    const text = new TextDecoder('utf-8').decode(bytes);
+    const items = [];
+    let from = 0;
+    let at = start;
+    let p = -1;
+    while (from <= text.length) {
+      const nl = text.indexOf('\n', from);
+      const piece = nl === -1 ? text.slice(from) : text.slice(from, nl);
+      p = nl === -1 ? -1 : bytes.indexOf(10, p + 1);
+      if (nl === -1 && !piece) break;
+      const end = nl === -1 ? start + bytes.length : start + p;
+      const cut = piece.length > LINE_MAX;
+      let raw = cut ? piece.slice(0, LINE_MAX) : piece;
+      if (!cut && raw.charCodeAt(raw.length - 1) === 13) raw = raw.slice(0, -1);
+      items.push({ raw, start: at, end, file, cut, fragment: fragment && !items.length });
+      if (nl === -1) break;
+      at = end + 1;
+      from = nl + 1;
+    }
+    return items;
+  }
+
+  // Bytes to ask for: about a quarter of maxLines at the page's mean line
+  // length, so one block never pushes out the lines in view.
+  function blockBytes() {
+    let bytes = 0;
+    let n = 0;
+    for (let i = 0; i < entries.length && n < 200; i += 1) {
+      const e = entries[i];
+      if (e.text !== null && e.start !== null && e.end !== null) { bytes += e.end - e.start + 1; n += 1; }
+    }
+    const mean = n ? bytes / n : 120;
+    return Math.round(Math.min(1048576, Math.max(4096, mean * Math.max(50, maxLines / 4))));
+  }
+
+  async function fetchBlock(kind, at, file, bytes) {
+    const res = await fetch(endpoint(kind, { offset: at, file, bytes }), { cache: 'no-store' });
+    if (res.status === 409) return { gone: true };
+    if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).trim()}`);
+    const start = Number(res.headers.get('X-Pine-Start'));
+    const cut = res.headers.get('X-Pine-Cut') === '1';
+    const data = new Uint8Array(await res.arrayBuffer());
+    return { items: blockItems(data, start, kind === 'before' && cut, res.headers.get('X-Pine-File')), start };
+  }
+
+  // Load the lines before the page's oldest and put them on top. `keep`:
+  // 'top' when the user scrolls back (the newest lines go past maxLines),
+  // 'bottom' when the end is being refilled (the oldest go).
+  async function loadBefore(keep) {
+    if (loadingBefore) return;
+    const at = anchor();
+    if (!at || at.start === 0) return;
+    loadingBefore = true;
+    body.dataset.loading = 'before';
+    try {
+      const got = await fetchBlock('before', at.start, at.file, blockBytes());
+      if (at.entry ? entries[0] !== at.entry : entries.length) return; // the page changed meanwhile
+      if (got.gone) {
+        prependElements([noticeElement('Earlier lines were in a file that is no longer at this path (rotated).')],
+          [{ el: null, text: null }]);
+        return;
+      }
+      const ctx = newContext();
+      const made = got.items.map((item) => makeEntry(item, ctx));
+      for (const e of made) e.el.hidden = !e.visible;
+      prependElements(made.map((e) => e.el), made);
+      lineCount += made.length;
+      shown += made.filter((e) => e.visible).length;
+      if (keep === 'top') trimBottom(); else trim();
+      publishTop();
+      updateCount();
+      if (keep !== 'top' && !paused) scrollToEnd();
+    } catch (err) {
+      setState(body.dataset.state, stateEl.textContent, `could not load earlier lines: ${err.message || err}`);
+    } finally {
+      loadingBefore = false;
+      delete body.dataset.loading;
+    }
+  }
+
+  function prependElements(els, made) {
+    const height = logEl.scrollHeight;
+    const frag = document.createDocumentFragment();
+    for (const el of els) frag.appendChild(el);
+    logEl.insertBefore(frag, logEl.firstChild);
+    made.forEach((e, i) => { if (!e.el) e.el = els[i]; });
+    entries = made.concat(entries);
+    logEl.scrollTop += logEl.scrollHeight - height; // what was in view stays in view
+    lastTop = logEl.scrollTop;
+  }
+
+  // Back to the live end from a page that holds older lines: the queue (the
+  // newest lines) then the lines before them, read from the server.
+  function reattach() {
+    detached = false;
+    delete body.dataset.detached;
+    for (const e of entries) e.el.remove();
+    entries = [];
+    lineCount = 0;
+    shown = 0;
+    liveContext = newContext();
+    flush();
+    loadBefore('bottom');
+  }
+
+  // ---- opening a search match in its context ------------------------------------------
+
+  async function openAt(at, file) {
+    pause('history');
+    detached = true;
+    body.dataset.detached = '1';
+    partialEl.hidden = true;
+    for (const e of entries) e.el.remove();
+    entries = [];
+    lineCount = 0;
+    shown = 0;
+    try {
+      const [before, after] = await Promise.all([
+        fetchBlock('before', at, file, 16384), fetchBlock('after', at, file, 32768)]);
+      if (before.gone || after.gone) {
+        const el = noticeElement('That match was in a file that is no longer at this path (rotated).');
+        entries.push({ el, text: null });
+        logEl.insertBefore(el, partialEl);
+        return;
+      }
+      const ctx = newContext();
+      const made = before.items.concat(after.items).map((item) => makeEntry(item, ctx));
+      const frag = document.createDocumentFragment();
+      for (const e of made) {
+        frag.appendChild(e.el);
+        if (e.visible) shown += 1;
+      }
+      logEl.insertBefore(frag, partialEl);
+      entries = made;
+      lineCount = made.length;
+      publishTop();
+      updateCount();
+      const target = made.find((e) => e.start === at);
+      if (target) {
+        target.el.classList.add('target');
+        target.el.hidden = false;
+        target.el.scrollIntoView({ block: 'center' });
+        lastTop = logEl.scrollTop;
+      }
+    } catch (err) {
+      setState(body.dataset.state, stateEl.textContent, `could not open the match: ${err.message || err}`);
+    }
   }
 
   // ---- follow and pause ------------------------------------------------------
 
-  let paused = null; // null (following), 'scroll' or 'button'
+  let paused = null; // null (following), 'scroll', 'button' or 'history'
 
   function atEnd() {
     return logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 4;
@@ -360,7 +956,8 @@
     delete body.dataset.paused;
     pendingCount = 0;
     updatePause();
-    flush();
+    if (detached) reattach();
+    else flush();
   }
 
   function updatePause() {
@@ -386,13 +983,24 @@
   logEl.addEventListener('scroll', () => {
     const top = logEl.scrollTop;
     const up = top < lastTop;
+    const down = top > lastTop;
     lastTop = top;
     if (atEnd()) {
-      if (paused === 'scroll') resume();
+      // Older lines in the page: only a real move down to the end goes back
+      // (the page emptied for a match also scrolls, and is "at the end").
+      if (paused === 'scroll' || (paused === 'history' && down && !loadingBefore)) resume();
     } else if (!paused && up) {
       pause('scroll');
     }
+    if (up && top < logEl.clientHeight) loadBefore('top');
   });
+  // A page too short to scroll: a wheel upwards at the top asks for more.
+  logEl.addEventListener('wheel', (ev) => {
+    if (ev.deltaY < 0 && logEl.scrollTop === 0) {
+      if (!paused) pause('scroll');
+      loadBefore('top');
+    }
+  }, { passive: true });
   // Following means the end stays in view whatever changes the log's size.
   new ResizeObserver(() => {
     if (!paused) scrollToEnd();
@@ -403,33 +1011,79 @@
   // ---- text from bytes -------------------------------------------------------
 
   let decoder = new TextDecoder('utf-8'); // invalid bytes become U+FFFD
-  let tail = ''; // text after the last "\n": a line not finished yet
+  // The text after the last "\n": a line not finished yet, kept to LINE_MAX
+  // characters (the rest is counted, not held: it is fetched on demand).
+  let tail = '';
+  let tailCut = false;
+  let tailStart = null; // byte offset where it starts (null: a plain socket)
 
-  function feed(text) {
+  function addTail(piece) {
+    if (!piece) return;
+    const room = LINE_MAX - tail.length;
+    if (piece.length > room) {
+      if (room > 0) tail += piece.slice(0, room);
+      tailCut = true;
+    } else {
+      tail += piece;
+    }
+  }
+
+  function finishLine(end) {
+    let raw = tail;
+    if (!tailCut && raw.charCodeAt(raw.length - 1) === 13) raw = raw.slice(0, -1); // "\r\n"
+    const item = { raw, start: tailStart, end, file: fileId, cut: tailCut };
+    tail = '';
+    tailCut = false;
+    tailStart = end === null ? null : end + 1;
+    return item;
+  }
+
+  // Text decoded from bytes; `nls`: the byte offsets of its "\n"s (null on
+  // a plain socket). Only the new text is scanned: a long unfinished line
+  // costs nothing per message.
+  function feed(text, nls) {
     if (!text) return;
-    tail += text;
     const out = [];
     let start = 0;
+    let k = 0;
     let nl;
-    while ((nl = tail.indexOf('\n', start)) !== -1) {
-      // "\r\n" line ends: the "\r" is not part of the line.
-      out.push(tail.slice(start, nl > start && tail.charCodeAt(nl - 1) === 13 ? nl - 1 : nl));
+    while ((nl = text.indexOf('\n', start)) !== -1) {
+      addTail(text.slice(start, nl));
+      out.push(finishLine(nls ? nls[k] : null));
+      k += 1;
       start = nl + 1;
     }
-    tail = tail.slice(start);
+    addTail(start ? text.slice(start) : text);
     enqueue(out, out.length); // the partial line too is shown at the flush
+  }
+
+  function feedBytes(buffer) {
+    const bytes = new Uint8Array(buffer);
+    const nls = [];
+    if (offset !== null) {
+      let p = -1;
+      while ((p = bytes.indexOf(10, p + 1)) !== -1) nls.push(offset + p);
+    }
+    if (tailStart === null && offset !== null && !tail) tailStart = offset;
+    feed(decoder.decode(bytes, { stream: true }), offset !== null ? nls : null);
   }
 
   // The file ended without a newline and another begins: the tail is a whole line.
   function endOfFile() {
     const rest = decoder.decode();
     decoder = new TextDecoder('utf-8');
-    tail += rest;
-    if (tail) {
-      const last = tail;
-      tail = '';
-      enqueue([last], 1);
-    }
+    addTail(rest);
+    if (tail || tailCut) enqueue([finishLine(offset)], 1);
+    tail = '';
+    tailCut = false;
+    tailStart = null;
+  }
+
+  // A file whose first bytes hold a NUL is binary: said, not shown as noise.
+  let checkedBinary = false;
+  function looksBinary(buffer) {
+    const head = new Uint8Array(buffer, 0, Math.min(buffer.byteLength, 8192));
+    return head.indexOf(0) !== -1;
   }
 
   // ---- the socket ------------------------------------------------------------
@@ -495,14 +1149,23 @@
       if (ws !== sock) return;
       if (typeof ev.data === 'string') {
         if (sock.protocol === PROTOCOL) control(ev.data);
-        else feed(ev.data); // a server without the subprotocol: plain text, no resume
+        else feed(ev.data, null); // a server without the subprotocol: plain text, no resume
       } else {
         const n = ev.data.byteLength;
+        if (!checkedBinary && n) {
+          checkedBinary = true;
+          if (looksBinary(ev.data)) {
+            ws = null;
+            sock.close(1000, 'binary');
+            showBinary();
+            return;
+          }
+        }
         if (unexplained) {
           unexplained = false;
           notice(`Reconnected: the file changed while away; showing it from byte ${offset}.`);
         }
-        feed(decoder.decode(ev.data, { stream: true }));
+        feedBytes(ev.data);
         if (offset !== null) offset += n;
         publish();
       }
@@ -512,6 +1175,18 @@
       ws = null;
       closed(ev.code, ev.reason);
     };
+  }
+
+  function showBinary() {
+    const el = noticeElement('This file is binary: it is not shown as text. ');
+    el.classList.add('binary');
+    const a = document.createElement('a');
+    a.href = endpoint('download');
+    a.textContent = 'Download it';
+    el.appendChild(a);
+    entries.push({ el, text: null });
+    logEl.insertBefore(el, partialEl);
+    setState('binary', 'binary file');
   }
 
   function control(data) {
@@ -600,6 +1275,157 @@
     if (retryTimer) connect();
   });
 
+  // ---- search the whole file on the server ---------------------------------------
+
+  const searchEl = $('search');
+  const searchReEl = $('search-re');
+  const searchCaseEl = $('search-case');
+  const searchGoEl = $('search-go');
+  const resultsEl = $('results');
+  const matchesEl = $('matches');
+  const searchStateEl = $('search-state');
+  let searchCtl = null;
+
+  function searchState(state, text) {
+    body.dataset.search = state;
+    searchStateEl.textContent = text;
+  }
+
+  function cancelSearch() {
+    if (searchCtl) searchCtl.abort();
+  }
+
+  function matchItem(rec, file) {
+    const li = document.createElement('li');
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'match';
+    btn.title = `byte ${rec.offset}`;
+    const text = document.createElement('span');
+    text.className = 'mtext';
+    text.textContent = parseAnsi(rec.text).text + (rec.cut ? '\u2026' : '');
+    btn.append(text);
+    btn.dataset.offset = String(rec.offset);
+    btn.addEventListener('click', () => {
+      for (const other of matchesEl.querySelectorAll('.current')) other.classList.remove('current');
+      btn.classList.add('current');
+      openAt(rec.offset, file);
+    });
+    li.appendChild(btn);
+    return li;
+  }
+
+  // Matches arrive as newline-delimited JSON while the server reads the
+  // file; Cancel (or a new search) aborts the request, and the server stops.
+  async function runSearch() {
+    cancelSearch();
+    const q = searchEl.value;
+    if (!q) return;
+    const ctl = new AbortController();
+    searchCtl = ctl;
+    matchesEl.replaceChildren();
+    resultsEl.hidden = false;
+    searchGoEl.textContent = 'Cancel';
+    let found = 0;
+    let file = null;
+    let scanned = 0;
+    let size = 0;
+    searchState('running', 'searching\u2026');
+    const progress = () => (size ? ` \u00b7 ${Math.floor((100 * scanned) / size)}%` : '');
+    try {
+      const res = await fetch(endpoint('search', { q, re: searchReEl.checked ? 1 : '', case: searchCaseEl.checked ? 1 : '' }),
+        { signal: ctl.signal, cache: 'no-store' });
+      if (!res.ok) {
+        searchState('error', (await res.text()).trim());
+        return;
+      }
+      const reader = res.body.getReader();
+      const dec = new TextDecoder('utf-8');
+      let buf = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let from = 0;
+        let nl;
+        const frag = document.createDocumentFragment();
+        while ((nl = buf.indexOf('\n', from)) !== -1) {
+          const rec = JSON.parse(buf.slice(from, nl));
+          from = nl + 1;
+          if (rec.file !== undefined) file = rec.file;
+          else if (rec.offset !== undefined) { found += 1; frag.appendChild(matchItem(rec, file)); }
+          else if (rec.progress !== undefined) { scanned = rec.progress; size = rec.size; }
+          else if (rec.error !== undefined) { searchState('error', `${rec.error} \u00b7 ${plural(found, 'match', 'matches')}`); return; }
+          else if (rec.done) {
+            const more = rec.limited ? ` (the first ${found}: narrow the search for the rest)` : '';
+            searchState('done', `${plural(found, 'match', 'matches')} in ${(rec.scanned / 1048576).toFixed(1)} MB${more}`);
+          }
+        }
+        buf = buf.slice(from);
+        matchesEl.appendChild(frag);
+        body.dataset.matches = String(found);
+        if (body.dataset.search === 'running') searchStateEl.textContent = `${plural(found, 'match', 'matches')}${progress()}`;
+      }
+    } catch (err) {
+      if (err.name === 'AbortError') searchState('cancelled', `cancelled \u00b7 ${plural(found, 'match', 'matches')}`);
+      else searchState('error', `search failed: ${err.message || err}`);
+    } finally {
+      body.dataset.matches = String(found);
+      if (searchCtl === ctl) {
+        searchCtl = null;
+        searchGoEl.textContent = 'Search';
+      }
+    }
+  }
+
+  searchGoEl.addEventListener('click', () => (searchCtl ? cancelSearch() : runSearch()));
+  searchEl.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') runSearch();
+    if (ev.key === 'Escape') cancelSearch();
+  });
+  $('search-close').addEventListener('click', () => {
+    cancelSearch();
+    resultsEl.hidden = true;
+  });
+  $('download').href = endpoint('download');
+  $('start').addEventListener('click', () => openAt(0, fileId));
+
+  // ---- several files merged -------------------------------------------------------
+
+  function startMerged() {
+    // One log of several files: no offsets to search, download or start from.
+    for (const el of [$('search').closest('.searchbox'), $('start'), $('download')]) el.hidden = true;
+    filesEl.replaceChildren();
+    merged.forEach((file, i) => {
+      const tag = document.createElement('span');
+      tag.className = `name tag tag-${i % 6}`;
+      tag.textContent = file.name;
+      filesEl.appendChild(tag);
+    });
+    const names = merged.map((f) => f.name);
+    window.addEventListener('message', (ev) => {
+      if (ev.origin !== location.origin || !ev.data || ev.data.pine !== 'lines') return;
+      const i = names.indexOf(ev.data.name);
+      if (i === -1) return;
+      let count = 0;
+      const items = [];
+      for (const it of ev.data.items) {
+        if (typeof it.notice === 'string') {
+          items.push({ notice: `${names[i]}: ${it.notice}` });
+        } else if (typeof it.raw === 'string') {
+          items.push({ raw: it.raw, cut: !!it.cut, start: null, end: null, file: null, tag: names[i], tagIndex: i });
+          count += 1;
+        }
+      }
+      enqueue(items, count);
+    });
+    const hidden = document.createElement('div');
+    hidden.hidden = true;
+    for (const file of merged) hidden.appendChild(frame(file, true));
+    document.body.appendChild(hidden);
+    setState('live', 'live');
+  }
+
   // ---- filter in the URL -----------------------------------------------------
 
   filterEl.value = query.get('q') || '';
@@ -621,9 +1447,10 @@
   filterEl.addEventListener('input', filterChanged);
   regexEl.addEventListener('change', filterChanged);
 
-  filter = compileFilter();
+  refilter();
   updateCount();
   updatePause();
   publish();
-  connect();
+  if (merged.length) startMerged();
+  else connect();
 })();
