@@ -99,6 +99,23 @@ class _Literal:
             pos = hit + 1
 
 
+#: One encoder for every record: ``json.dumps`` with a keyword builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def encode(record: dict[str, object]) -> bytes:
+    """One record as a JSON line; a match, the record sent thousands of times, spelled directly.
+
+    The same text as ``json.dumps(record, ensure_ascii=False)``, at a fifth of its cost.
+    """
+    if len(record) == 3 and "offset" in record:
+        text = record["text"]
+        if isinstance(text, str):
+            return (f'{{"offset": {record["offset"]:d}, "text": {_JSON.encode(text)}, '
+                    f'"cut": {"true" if record["cut"] else "false"}}}\n').encode()
+    return (_JSON.encode(record) + "\n").encode()
+
+
 def _line_text(line: bytes) -> dict[str, object]:
     cut = len(line) > SHOWN_BYTES
     return {"text": line[:SHOWN_BYTES].decode("utf-8", "replace"), "cut": cut}
@@ -188,7 +205,7 @@ def _main(argv: list[str]) -> int:
     out = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
     flushed = time.monotonic()
     for record in scan(path, query, limit=options["limit"]):
-        out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        out.write(encode(record))
         # Every FLUSH_SECONDS: the parent relays what was found and sees the
         # child alive, without waking for each block (it shares the cores).
         if "progress" in record and time.monotonic() - flushed >= FLUSH_SECONDS:
@@ -260,7 +277,7 @@ def _in_thread(path: str, query: Query, limit: int,
     out: list[bytes] = []
     handed = time.monotonic()
     for record in scan(path, query, limit=limit):
-        out.append(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        out.append(encode(record))
         if "progress" in record and time.monotonic() - handed >= FLUSH_SECONDS:
             if departed is not None and departed():
                 return
