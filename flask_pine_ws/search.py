@@ -70,31 +70,78 @@ _COMMON = (b" e0ta1o2in3s4r5l6h7d8c9u:.-/mp=g_fyw,b\nEAIT[]SRNOLDCGPvk\"'()xHMUF
 
 
 class _Literal:
-    """Find a literal in blocks by its rarest byte; plain ``find`` once that byte proves common."""
+    """Find a literal in blocks by its rarest byte; plain ``find`` once that byte proves common.
 
-    def __init__(self, needle: bytes) -> None:
-        self.needle = needle
-        ranks = [(_COMMON.find(bytes([b])) if bytes([b]) in _COMMON else 1000, -i)
-                 for i, b in enumerate(needle)]
-        best = max(range(len(needle)), key=lambda i: ranks[i]) if needle else 0
+    Without case, the rare byte is looked for in both its cases (two
+    ``memchr`` scans, each hit's next position kept for the block) and each
+    hit's window compared folded: no folded copy of the block, which costs
+    more than the search (``re.IGNORECASE`` on a literal is slower still). A
+    rare byte that proves common falls back to a folded copy of each block.
+    """
+
+    def __init__(self, needle: bytes, ignore_case: bool = False) -> None:
+        self.needle = needle.lower() if ignore_case else needle
+        self.ignore_case = ignore_case
+        folded = self.needle
+
+        def rank(b: int) -> int:
+            # How common: the commoner of its cases, when case is ignored.
+            cases = {bytes([b]), bytes([b]).upper()} if ignore_case else {bytes([b])}
+            return min(_COMMON.find(c) if c in _COMMON else 1000 for c in cases)
+
+        ranks = [(rank(b), -i) for i, b in enumerate(folded)]
+        best = max(range(len(folded)), key=lambda i: ranks[i]) if folded else 0
         self.at = best
-        self.rare = needle[best:best + 1]
+        self.rare = folded[best:best + 1]
+        self.rares = sorted({self.rare, self.rare.upper()}) if ignore_case else [self.rare]
+        self.next = [-2] * len(self.rares)  # per case: next hit in this block (-1 none, -2 unknown)
         self.misses = 0
         self.scanned = 0
+        self.plain = not self.rare  # this block: plain ``find`` (in a folded copy without case)
+
+    def block(self, buf: bytearray, cut: int) -> bytes | bytearray:
+        """What :meth:`find` searches in for the block ``buf[:cut]``: ``buf`` or its folded copy.
+
+        Whether the rare byte is rare is decided here, per block: a block is
+        searched one way throughout.
+        """
+        self.next = [-2] * len(self.rares)
+        self.plain = not self.rare or self.misses * 512 > self.scanned + 65536
+        if self.ignore_case and self.plain:
+            return buf[:cut].lower()
+        return buf
+
+    def _hit(self, hay: bytes | bytearray, pos: int, end: int) -> int:
+        """The first position of the rare byte (either case) at or after ``pos``."""
+        rares, nxt = self.rares, self.next
+        if len(rares) == 1:
+            return hay.find(rares[0], pos, end)
+        best = -1
+        for k, rare in enumerate(rares):
+            hit = nxt[k]
+            if hit == -2 or 0 <= hit < pos:
+                hit = nxt[k] = hay.find(rare, pos, end)
+            if hit >= 0 and (best < 0 or hit < best):
+                best = hit
+        return best
 
     def find(self, hay: bytes | bytearray, start: int, end: int) -> int:
-        needle, at, rare = self.needle, self.at, self.rare
-        if not rare or self.misses * 512 > self.scanned + 65536:
+        needle, at = self.needle, self.at
+        if self.plain:
             return hay.find(needle, start, end)  # the rare byte is not rare here
+        fold = self.ignore_case
+        size = len(needle)
         pos = start + at
         while True:
-            hit = hay.find(rare, pos, end)
+            hit = self._hit(hay, pos, end)
             if hit < 0:
                 self.scanned += end - start
                 return -1
-            if hay.startswith(needle, hit - at, end):
-                self.scanned += hit - start
-                return hit - at
+            if (hay[hit - at:hit - at + size].lower() == needle if fold
+                    else hay.startswith(needle, hit - at, end)):
+                if not fold or hit - at + size <= end:
+                    self.scanned += hit - start
+                    return hit - at
             self.misses += 1
             pos = hit + 1
 
@@ -133,9 +180,7 @@ def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
     """
     rx = query.compile()
     literal = None if query.regex else query.pattern.encode("utf-8", "surrogateescape")
-    if literal is not None and query.ignore_case:
-        literal = literal.lower()
-    finder = _Literal(literal) if literal is not None else None
+    finder = _Literal(literal, query.ignore_case) if literal is not None else None
     found = 0
     buf = bytearray(3 * block)  # a carried line of up to 2 blocks, then a block read
     view = memoryview(buf)
@@ -158,9 +203,7 @@ def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
                     kept = n
                     continue
                 cut = n  # one line longer than two blocks: search it in pieces
-            hay: bytes | bytearray = buf
-            if finder is not None and query.ignore_case:
-                hay = buf[:cut].lower()
+            hay = buf if finder is None else finder.block(buf, cut)
             i = 0
             while found < limit and i < cut:
                 if finder is not None:

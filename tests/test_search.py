@@ -70,6 +70,49 @@ def test_scan_finds_every_matching_line_once(tmp_path: Path, query: Query, block
     assert found(path, query, block=block, limit=100_000) == want
 
 
+#: Every mix of cases of a literal, its rare byte (``k``) in both cases, near
+#: misses, then lines so full of ``k`` that the rare byte proves common and the
+#: search turns to a folded copy of each block, mid-file.
+CASES = ([f"{i:04d} {word} tail".encode()
+          for i, word in enumerate(["traceback", "TRACEBACK", "TraceBack", "tRACEBACk",
+                                    "trace back", "tracebac", "raceback", "xtracebackx",
+                                    "kkk", "KKK", "TRACEBACK traceback"] * 40)]
+         + [b"k" * 200 + b" K" * 50 for _ in range(300)]
+         + [f"{i:04d} {word}".encode() for i, word in enumerate(["TrAcEbAcK", "tracebacK",
+                                                                  "no", "traceBACK"] * 40)])
+
+
+@pytest.mark.parametrize("block", [1000, 1 << 20])
+def test_a_literal_without_case_is_found_in_every_mix_of_cases(tmp_path: Path,
+                                                               block: int) -> None:
+    path, data = sample(tmp_path, CASES, end=b"")  # the last line unfinished: the file's end
+    for query in (Query("traceback", ignore_case=True), Query("TraceBack", ignore_case=True),
+                  Query("ACEB", ignore_case=True), Query("traceback")):
+        want = reference(data, query)
+        assert want and found(path, query, block=block, limit=100_000) == want, query
+
+
+def test_a_literal_is_never_completed_by_bytes_of_an_earlier_block(tmp_path: Path) -> None:
+    # The last, short block ends in the literal's first byte; the reused
+    # buffer still holds the rest of it, from the block before, just after.
+    path = tmp_path / "app.log"
+    path.write_bytes(b"0" * 11 + b"abc" + b"0" * 985 + b"\n" + b"x" * 10 + b"#")
+    for query in (Query("#abc"), Query("#ABC", ignore_case=True)):
+        assert found(path, query, block=1000) == []
+        assert found(path, Query(query.pattern[:1], ignore_case=query.ignore_case),
+                     block=1000) == [(1000, b"x" * 10 + b"#")]
+
+
+def test_a_search_streams_the_records_of_scan_as_json_lines(tmp_path: Path) -> None:
+    lines = [b'say "hi" \\ back\tslash \x01 caf\xc3\xa9 \xff\xfe broken ERROR',
+             b"\xe2\x82 ERROR cut in a character", b"ERROR " + b"\xc3\xa9" * 1500]
+    path, _ = sample(tmp_path, lines * 3)
+    query = Query("ERROR")
+    want = [json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in scan(str(path), query)]
+    assert b"".join(stream_search(str(path), query)) == b"".join(want)
+    assert len(want) == 3 * 3 + 2
+
+
 def test_scan_edges_no_final_newline_crlf_long_lines(tmp_path: Path) -> None:
     lines = [b"short ERROR\r", b"y" * 5000 + b"ERROR", b"", b"ERROR at the end, no newline"]
     path, data = sample(tmp_path, lines, end=b"")
