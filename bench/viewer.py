@@ -4,12 +4,15 @@ Run from the repository root::
 
     python bench/viewer.py                 # a 1 GiB file, 5 runs each; writes bench/viewer.md
     python bench/viewer.py --mb 256 --runs 3
+    python bench/viewer.py --search-only   # the search table only, printed (no file written)
 
 - **Search**: the same file, page cache warm, ``grep -c`` against
-  :func:`flask_pine_ws.search.scan` in-process and against the server's
-  child process (:func:`~flask_pine_ws.search.stream_search`, what a search
-  request runs), for a literal and a regular expression. Medians of
-  ``--runs``; MB/s is the file's size over the time.
+  :func:`flask_pine_ws.search.scan` in-process, against
+  :func:`~flask_pine_ws.search.stream_search` (what a search request runs:
+  JSON lines, a regular expression in a child process) and against a
+  ``GET <page>/search`` to ``flask-pine-ws serve`` (gunicorn, 127.0.0.1), the
+  body read whole, for a literal with and without case and a regular
+  expression. Medians of ``--runs``; MB/s is the file's size over the time.
 - **Viewer**: ``flask-pine-ws serve`` on the file (127.0.0.1, a free port),
   Debian's headless Chromium: time until the page shows its first lines,
   until it shows the file's first line (the *Start* button: lines from byte
@@ -35,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,9 +83,19 @@ def median_time(fn: Callable[[], object], runs: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def bench_search(path: Path, runs: int) -> list[tuple[str, str, float, float, int]]:
+def bench_search(path: Path, tmp: Path, runs: int) -> list[tuple[str, str, float, float, int]]:
     size = path.stat().st_size
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
+    proc, url = serve(path, tmp)
+    try:
+        return _bench_search(path, url, runs, size)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+def _bench_search(path: Path, url: str, runs: int,
+                  size: int) -> list[tuple[str, str, float, float, int]]:
     rows = []
     env = {**os.environ, "LC_ALL": "C"}
     for kind, pattern, grep_args in (("literal", LITERAL, ["-c", "-F"]),
@@ -100,22 +115,31 @@ def bench_search(path: Path, runs: int) -> list[tuple[str, str, float, float, in
             body = b"".join(stream_search(str(path), q, limit=10**9))
             return body.count(b'"offset"')
 
+        def http(q: Query = query) -> int:
+            args = urllib.parse.urlencode({"q": q.pattern, "re": "1" if q.regex else "0",
+                                           "case": "0" if q.ignore_case else "1",
+                                           "limit": "100000"})
+            with urllib.request.urlopen(f"{url}{path.name}/search?{args}", timeout=600) as r:
+                body = r.read()
+            return body.count(b'"offset"')
+
         # Interleaved, round by round: a machine shared with other work slows
         # all three alike, not one of them.
-        times: dict[str, list[float]] = {"grep": [], "scan": [], "child": []}
+        times: dict[str, list[float]] = {"grep": [], "scan": [], "child": [], "http": []}
         counts: dict[str, object] = {}
         for _ in range(runs):
-            for name, fn in (("grep", grep), ("scan", inproc), ("child", child)):
+            for name, fn in (("grep", grep), ("scan", inproc), ("child", child), ("http", http)):
                 t, counts[name] = median_time(fn, 1)
                 times[name].append(t)
-        t_grep, t_scan, t_child = (statistics.median(times[k]) for k in ("grep", "scan", "child"))
-        n_grep, n_scan, n_child = counts["grep"], counts["scan"], counts["child"]
-        assert n_grep == n_scan == n_child, (n_grep, n_scan, n_child)
+        t_grep, t_scan, t_child, t_http = (statistics.median(times[k])
+                                           for k in ("grep", "scan", "child", "http"))
+        assert len(set(counts.values())) == 1, counts
         mb = size / 1e6
-        matched = int(str(n_grep))
+        matched = int(str(counts["grep"]))
         rows.append((kind, f"`{pattern}`", mb / t_grep, mb / t_scan, matched))
         rows.append((kind + ", as a request runs it", f"`{pattern}`", mb / t_grep,
                      mb / t_child, matched))
+        rows.append((kind + ", over HTTP", f"`{pattern}`", mb / t_grep, mb / t_http, matched))
     return rows
 
 
@@ -228,6 +252,8 @@ def main() -> None:
     parser.add_argument("--burst-seconds", type=float, default=60.0)
     parser.add_argument("--dir", default=None, help="where to write the file (default: a temp dir)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "viewer.md"))
+    parser.add_argument("--search-only", action="store_true",
+                        help="measure the search only and print its table (writes no file)")
     args = parser.parse_args()
     command = "python bench/viewer.py" + "".join(
         f" {a}" for a in sys.argv[1:])
@@ -236,8 +262,8 @@ def main() -> None:
         path = tmp / "big.log"
         make_file(path, args.mb * 1024 * 1024)
         size = path.stat().st_size
-        search_rows = bench_search(path, args.runs)
-        viewer = bench_viewer(path, tmp, args.burst_seconds)
+        search_rows = bench_search(path, tmp, args.runs)
+        viewer = {} if args.search_only else bench_viewer(path, tmp, args.burst_seconds)
     grep_version = subprocess.run(["grep", "--version"], capture_output=True,
                                   text=True, check=False).stdout.splitlines()[0]
     out = [
@@ -256,6 +282,9 @@ def main() -> None:
     ]
     for kind, pattern, g, p, n in search_rows:
         out.append(f"| {kind} | {pattern} | {g:,.0f} | {p:,.0f} | {p / g:.2f} | {n:,} |")
+    if args.search_only:
+        print("\n".join(out))
+        return
     out += [
         "",
         "### The page",

@@ -114,8 +114,6 @@ class _Literal:
     def _hit(self, hay: bytes | bytearray, pos: int, end: int) -> int:
         """The first position of the rare byte (either case) at or after ``pos``."""
         rares, nxt = self.rares, self.next
-        if len(rares) == 1:
-            return hay.find(rares[0], pos, end)
         best = -1
         for k, rare in enumerate(rares):
             hit = nxt[k]
@@ -129,11 +127,11 @@ class _Literal:
         needle, at = self.needle, self.at
         if self.plain:
             return hay.find(needle, start, end)  # the rare byte is not rare here
-        fold = self.ignore_case
+        fold, rare = self.ignore_case, self.rares[0]
         size = len(needle)
         pos = start + at
         while True:
-            hit = self._hit(hay, pos, end)
+            hit = self._hit(hay, pos, end) if fold else hay.find(rare, pos, end)
             if hit < 0:
                 self.scanned += end - start
                 return -1
