@@ -120,7 +120,7 @@ def _bench_search(path: Path, url: str, runs: int,
                                            "case": "0" if q.ignore_case else "1",
                                            "limit": "100000"})
             with urllib.request.urlopen(f"{url}{path.name}/search?{args}", timeout=600) as r:
-                body = r.read()
+                body: bytes = r.read()
             return body.count(b'"offset"')
 
         # Interleaved, round by round: a machine shared with other work slows
