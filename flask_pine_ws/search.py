@@ -148,8 +148,8 @@ class _Literal:
 _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
-def encode(record: dict[str, object]) -> bytes:
-    """One record as a JSON line; a match, the record sent thousands of times, spelled directly.
+def _encode(record: dict[str, object]) -> bytes:
+    """One record as a JSON line: a match's and a progress record's (the many) spelled directly.
 
     The same text as ``json.dumps(record, ensure_ascii=False)``, at a fifth of its cost.
     """
@@ -158,6 +158,8 @@ def encode(record: dict[str, object]) -> bytes:
         if isinstance(text, str):
             return (f'{{"offset": {record["offset"]:d}, "text": {_JSON.encode(text)}, '
                     f'"cut": {"true" if record["cut"] else "false"}}}\n').encode()
+    if len(record) == 2 and "progress" in record:  # one a block: the encoder's set-up shows
+        return f'{{"progress": {record["progress"]:d}, "size": {record["size"]:d}}}\n'.encode()
     return (_JSON.encode(record) + "\n").encode()
 
 
@@ -246,7 +248,7 @@ def _main(argv: list[str]) -> int:
     out = open(sys.stdout.fileno(), "wb", buffering=1 << 16, closefd=False)  # noqa: SIM115
     flushed = time.monotonic()
     for record in scan(path, query, limit=options["limit"]):
-        out.write(encode(record))
+        out.write(_encode(record))
         # Every FLUSH_SECONDS: the parent relays what was found and sees the
         # child alive, without waking for each block (it shares the cores).
         if "progress" in record and time.monotonic() - flushed >= FLUSH_SECONDS:
@@ -318,7 +320,7 @@ def _in_thread(path: str, query: Query, limit: int,
     out: list[bytes] = []
     handed = time.monotonic()
     for record in scan(path, query, limit=limit):
-        out.append(encode(record))
+        out.append(_encode(record))
         if "progress" in record and time.monotonic() - handed >= FLUSH_SECONDS:
             if departed is not None and departed():
                 return
