@@ -4,9 +4,10 @@ This module owns the viewer's search: :func:`scan` reads the file in blocks of
 :data:`BLOCK` bytes and yields every matching line (its byte offset,
 its text cut to :data:`SHOWN_BYTES`), with a progress record after
 each block, so memory is bounded by a block and the cost by the bytes read.
-A literal is found by its rarest byte (``memchr``) and checked, as ``grep``
-does; a regular expression with :mod:`re` on bytes, ``MULTILINE`` so ``^``/``$`` are line
-ends. Case folding is ASCII, on bytes.
+A literal is found by its rarest byte (``memchr``; in both its cases when
+case is ignored) and checked, as ``grep`` does; a regular expression with
+:mod:`re` on bytes, ``MULTILINE`` so ``^``/``$`` are line ends. Case
+folding is ASCII, on bytes.
 
 :func:`stream_search` scans for a literal on the calling thread (it cannot
 backtrack), and runs a regular expression's :func:`scan` in a child process
