@@ -164,11 +164,6 @@ def _encode(record: dict[str, object]) -> bytes:
     return (_JSON.encode(record) + "\n").encode()
 
 
-def _line_text(line: bytes) -> dict[str, object]:
-    cut = len(line) > SHOWN_BYTES
-    return {"text": line[:SHOWN_BYTES].decode("utf-8", "replace"), "cut": cut}
-
-
 def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
          block: int = BLOCK) -> Iterator[dict[str, object]]:
     """Yield ``{"offset", "text", "cut"}`` per matching line, ``{"progress"}`` per block.
@@ -219,10 +214,10 @@ def scan(path: str, query: Query, *, limit: int = DEFAULT_LIMIT,
                 end = cut if end < 0 else end
                 found += 1
                 line_at = long_start if start == 0 and long_start is not None else base + start
-                record = _line_text(bytes(view[start:min(end, start + SHOWN_BYTES + 1)]))
-                if line_at != base + start:
-                    record["cut"] = True
-                yield {"offset": line_at, **record}
+                shown = min(end, start + SHOWN_BYTES)
+                # Decoded from the buffer itself: no copy of the line first.
+                yield {"offset": line_at, "text": str(view[start:shown], "utf-8", "replace"),
+                       "cut": end > shown or line_at != base + start}
                 i = end + 1
             if buf[cut - 1:cut] == b"\n":
                 long_start = None
