@@ -19,6 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 from test_viewer_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    SHOWN_JS,
     append,
     data,
     file_lines,
@@ -208,6 +209,49 @@ def test_a_catastrophic_regex_in_a_link_is_refused_not_run(server: ServerFactory
     wait_until(lambda: page.evaluate(
         "Array.from(document.querySelectorAll('#log .line')).filter(e => !e.hidden).length") == 1,
         message="filtered")
+
+
+@pytest.mark.timeout(120)  # a frozen page hangs page.evaluate: fail in bounded time
+def test_a_regex_that_explodes_on_a_later_line_is_turned_off_not_run(
+        server: ServerFactory, page: Page, tmp_path: Path) -> None:
+    # Fast on the page's lines and on the trial's probes, exponential on
+    # "xyxy...": a pattern that passes the trial runs on every new line, and
+    # one of them must not freeze the page either.
+    pattern = "(xy|xy)+z"
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"{i} INFO xyz ok\n" if i % 3 == 0 else f"{i} INFO plain\n"
+                           for i in range(30)))
+    srv = start(server, {"app": log})
+    page.goto(srv.url + "/logs/app?" + urllib.parse.urlencode({"q": pattern, "re": "1"}))
+    wait_until(lambda: data(page, "state") == "live", message="live")
+    wait_until(lambda: data(page, "filter") == "on", timeout=20, message="applied")
+    wait_until(lambda: page.evaluate(SHOWN_JS) == [f"{i} INFO xyz ok" for i in range(0, 30, 3)],
+               message="filtered")
+    assert page.evaluate("document.querySelector('#log mark').textContent") == "xyz"
+    # New lines are matched as they come, in order.
+    append(log, "30 INFO xyxyz new\n31 INFO plain\n")
+    wait_until(lambda: page.evaluate(SHOWN_JS)[-1:] == ["30 INFO xyxyz new"], message="new match")
+    # A partial line too: shown with its mark once matched, hidden if it does not match.
+    append(log, "32 INFO half xyz")
+    page.wait_for_selector("#partial:not([hidden]) mark")
+    assert page.locator("#partial mark").inner_text() == "xyz"
+    append(log, " whole\n33 INFO other half")
+    wait_until(lambda: page.evaluate(SHOWN_JS)[-1:] == ["32 INFO half xyz whole"], message="whole")
+    page.wait_for_selector("#partial", state="hidden")
+    append(log, "\n")
+
+    append(log, "34 INFO " + "xy" * 40 + "\n35 INFO after\n")
+    assert responsive(page) < 10
+    wait_until(lambda: data(page, "lines") == "36", timeout=20, message="the line arrived")
+    assert responsive(page) < 10
+    wait_until(lambda: data(page, "filter") == "refused", timeout=20, message="turned off")
+    assert "too long" in (page.get_attribute("#filter", "title") or "")
+    assert "invalid" in (page.get_attribute("#filter", "class") or "")
+    # Every line shown, unfiltered and in order, and the page goes on.
+    wait_until(lambda: len(page.evaluate(SHOWN_JS)) == 36, message="unfiltered")
+    append(log, "36 INFO last\n")
+    wait_until(lambda: page.evaluate(SHOWN_JS)[-1:] == ["36 INFO last"], message="still live")
+    assert page_lines(page) == file_lines(log)
 
 
 def test_lines_as_written(server: ServerFactory, page: Page, tmp_path: Path) -> None:

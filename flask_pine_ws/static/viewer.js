@@ -21,9 +21,13 @@
 // - A line is rendered up to LINE_MAX characters, the rest fetched on demand
 //   (a Range request); an unfinished line is kept to that length too, so a
 //   100 MiB line without a newline costs what it shows, not what it is.
-// - A regular expression filter is tried in a Worker on the page's lines and
-//   on probes first, with a time budget; one that backtracks without end is
-//   refused instead of freezing the tab.
+// - A regular expression filter never runs on the main thread: it is tried in
+//   a Worker on the page's lines and on probes first, with a time budget (one
+//   that backtracks without end is refused), then a long-lived Worker matches
+//   every line, in batches each with that budget; a later line on which the
+//   pattern explodes has the Worker terminated and the filter turned off,
+//   never the tab frozen. A plain-text filter (an escaped literal, which
+//   cannot backtrack) runs on the main thread.
 (() => {
   'use strict';
 
@@ -31,6 +35,8 @@
   const LINE_MAX = 10000; // characters of a line rendered; the rest on demand
   const MORE_BYTES = 65536; // bytes fetched per "more" click of a long line
   const CHECK_MS = 1500; // budget of a regex filter's trial in the Worker
+  const MATCH_MS = 1500; // budget of one batch of lines in the matching Worker
+  const MATCH_BATCH = 2000; // lines per batch sent to the matching Worker
   const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
   const cfg = JSON.parse(document.getElementById('pine-config').textContent);
   const $ = (id) => document.getElementById(id);
@@ -203,6 +209,10 @@
   }
 
   let filter = null; // a global, case-insensitive RegExp, or null
+  // The filter is a regular expression: only the matching Worker runs it
+  // (see "the regex filter's Worker"), the main thread renders its answers.
+  let filterByWorker = false;
+  let filterGen = 0; // bumped on every change of filter: older answers are dropped
 
   function escapeRegExp(s) {
     return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -382,11 +392,25 @@
     return found ? ranges : null;
   }
 
-  // Paint an entry's text with the filter's marks; whether it matches.
+  // Paint an entry's text with the filter's marks; whether it matches. Under
+  // a regex filter, a line the Worker has not answered for yet is painted
+  // without marks, counts as not matching, and is asked about (matched()
+  // paints it again with the answer).
   function paint(entry) {
     let ranges = [];
     let found = true;
-    if (filter) {
+    if (filter && filterByWorker) {
+      if (entry.matchGen === filterGen) {
+        ranges = entry.ranges;
+        found = entry.found;
+      } else {
+        found = false;
+        if (entry.askedGen !== filterGen) {
+          entry.askedGen = filterGen;
+          requestMatch({ entry });
+        }
+      }
+    } else if (filter) {
       const r = matchRanges(entry.text);
       found = r !== null;
       ranges = r || [];
@@ -521,6 +545,7 @@
       entry.text += more;
       entry.raw = entry.text;
       entry.runs = null;
+      entry.matchGen = entry.askedGen = -1; // new text: the Worker's answer is asked again
       paint(entry);
       labelMore(entry, btn);
     } catch (err) {
@@ -630,7 +655,17 @@
       return;
     }
     const { text, runs } = parseAnsi(tail);
-    const ranges = filter ? matchRanges(text) : [];
+    let ranges = [];
+    if (filter && filterByWorker) {
+      const known = partialMatch && partialMatch.gen === filterGen && partialMatch.text === text;
+      ranges = known ? partialMatch.ranges : null; // hidden until the Worker answers
+      if (!known && (!partialAsked || partialAsked.gen !== filterGen || partialAsked.text !== text)) {
+        partialAsked = { gen: filterGen, text };
+        requestMatch({ partial: text });
+      }
+    } else if (filter) {
+      ranges = matchRanges(text);
+    }
     render(partialEl, text, runs, ranges || []);
     partialEl.classList.toggle('cut', tailCut);
     partialEl.hidden = ranges === null;
@@ -681,8 +716,8 @@
   }
 
   // Check a regular expression in a Worker, on the page's lines and on
-  // probes that make a backtracking pattern explode, within CHECK_MS: the
-  // main thread never runs a pattern that did not pass.
+  // probes that make a backtracking pattern explode, within CHECK_MS: a
+  // pattern that does not pass is refused at once, before any line is hidden.
   function probes(source) {
     const chars = new Set(['a', ' ', '0']);
     for (const ch of source) if (/[\w .:-]/.test(ch) && chars.size < 12) chars.add(ch);
@@ -711,6 +746,9 @@
   function refilter() {
     const compiled = compileFilter();
     const seq = ++checkSeq;
+    filterGen += 1;
+    filterByWorker = false;
+    resetMatcher();
     if (compiled && regexEl.checked) {
       filter = null; // everything shown while the pattern is on trial
       body.dataset.filter = 'checking';
@@ -729,6 +767,8 @@
           return;
         }
         filter = compiled;
+        filterByWorker = true;
+        filterGen += 1;
         body.dataset.filter = 'on';
         applyFilter();
       });
@@ -736,6 +776,132 @@
     }
     filter = compiled;
     body.dataset.filter = compiled ? 'on' : 'off';
+    applyFilter();
+  }
+
+  // ---- the regex filter's Worker ---------------------------------------------
+
+  // Lines (and the partial line) wait in `matchWaiting` until the end of the
+  // task that made them, then go to the Worker in batches; `matcher.sent`
+  // holds the batches sent, answered in order. The oldest unanswered batch
+  // has MATCH_MS from when the Worker could start it: past that, the pattern
+  // explodes on one of its lines, and the filter is turned off.
+  let matcher = null; // {worker, sent: [{id, items}], timer}
+  let matchWaiting = [];
+  let matchSendScheduled = false;
+  let matchSeq = 0;
+  let partialMatch = null; // {gen, text, ranges}: the Worker's answer for the partial line
+  let partialAsked = null; // {gen, text}: the partial line last asked about
+
+  function requestMatch(item) {
+    matchWaiting.push(item);
+    if (matchSendScheduled) return;
+    matchSendScheduled = true;
+    Promise.resolve().then(sendMatches);
+  }
+
+  function sendMatches() {
+    matchSendScheduled = false;
+    // A line dropped from the page meanwhile is not asked about: what waits
+    // stays as bounded as the page.
+    const items = matchWaiting.filter((it) => it.entry === undefined || it.entry.el.parentNode === logEl);
+    matchWaiting = [];
+    if (!items.length || !filter || !filterByWorker) return;
+    if (!matcher) {
+      let worker;
+      try {
+        worker = new Worker(new URL('viewer-match.js', SCRIPT_URL));
+      } catch (err) {
+        turnFilterOff('Regular expressions need Web Workers, which this page cannot start: not applied.');
+        return;
+      }
+      matcher = { worker, sent: [], timer: null };
+      // A Worker already replaced (terminated) is not listened to any more.
+      worker.onmessage = (ev) => { if (matcher && matcher.worker === worker) answered(ev.data); };
+      worker.onerror = () => {
+        if (matcher && matcher.worker === worker) turnFilterOff('The pattern could not be run: not applied.');
+      };
+    }
+    for (let i = 0; i < items.length; i += MATCH_BATCH) {
+      const batch = items.slice(i, i + MATCH_BATCH);
+      const id = ++matchSeq;
+      matcher.sent.push({ id, items: batch });
+      if (matcher.sent.length === 1) armMatchTimer();
+      matcher.worker.postMessage({ id, source: filter.source, flags: filter.flags, lines: batch.map((it) => (
+        it.entry === undefined ? [it.partial, null]
+          : [it.entry.text, it.entry.raw !== it.entry.text ? it.entry.raw : null])) });
+    }
+  }
+
+  function armMatchTimer() {
+    clearTimeout(matcher.timer);
+    matcher.timer = setTimeout(() => turnFilterOff(
+      'This pattern takes too long on a line (it backtracks without end): turned off.'), MATCH_MS);
+  }
+
+  function answered({ id, results }) {
+    const batch = matcher.sent.shift();
+    if (!batch || batch.id !== id) return; // cannot happen: one Worker answers in order
+    clearTimeout(matcher.timer);
+    if (matcher.sent.length) armMatchTimer();
+    let partialChanged = false;
+    batch.items.forEach((it, i) => {
+      if (it.entry === undefined) {
+        partialMatch = { gen: filterGen, text: it.partial, ranges: results[i] };
+        partialChanged = true;
+      } else {
+        matched(it.entry, results[i]);
+      }
+    });
+    if (partialChanged && !paused) paintPartial();
+    updateCount();
+    if (!paused) scrollToEnd();
+  }
+
+  // Paint a line with the Worker's answer; it shows if it matches, or if the
+  // line it continues shows (answered before it: answers come in order).
+  function matched(entry, ranges) {
+    if (entry.el.parentNode !== logEl) return; // dropped from the page meanwhile
+    entry.matchGen = filterGen;
+    entry.found = ranges !== null;
+    entry.ranges = ranges || [];
+    render(entry.textEl, entry.text, entry.runs, entry.ranges);
+    const visible = entry.found || (entry.head !== null && entry.head.visible === true);
+    if (visible === entry.visible) return;
+    entry.visible = visible;
+    entry.el.hidden = !visible;
+    shown += visible ? 1 : -1;
+  }
+
+  function resetMatcher() {
+    if (matcher) {
+      clearTimeout(matcher.timer);
+      if (matcher.sent.length) {
+        // Busy with the previous pattern (which may never end): a new Worker.
+        matcher.worker.terminate();
+        matcher = null;
+      }
+    }
+    matchWaiting = [];
+    partialMatch = null;
+    partialAsked = null;
+  }
+
+  // The Worker could not answer in time (or at all): it is terminated, the
+  // filter box says why, and every line shows unfiltered.
+  function turnFilterOff(why) {
+    if (matcher) {
+      clearTimeout(matcher.timer);
+      matcher.worker.terminate();
+      matcher = null;
+    }
+    filterGen += 1;
+    filter = null;
+    filterByWorker = false;
+    resetMatcher();
+    filterEl.classList.add('invalid');
+    filterEl.title = why;
+    body.dataset.filter = 'refused';
     applyFilter();
   }
 
