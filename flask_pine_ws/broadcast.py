@@ -67,24 +67,18 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from .follower import Chunk, FileFollower, Item, Position
+from .protocol import PayloadKind, server_frame
 
 if TYPE_CHECKING:
     from .conn import Conn
     from .watchtable import Subscription, WatchTable
 
 logger = logging.getLogger(__name__)
-
-#: What a watcher's messages carry: ``"bytes"`` (binary and framed watchers) or ``"text"``.
-PayloadKind = Literal["text", "bytes"]
-
-#: WebSocket opcodes (RFC 6455 5.2) of the payload kinds.
-_OPCODES: dict[PayloadKind, int] = {"text": 0x1, "bytes": 0x2}
 
 #: Seconds the hubs' thread waits with no signal before every hub looks again (a hang guard only).
 _IDLE_WAIT = 60.0
@@ -94,23 +88,6 @@ _TURN_CHUNKS = 4
 
 #: A hub's key: the path followed, the payload kind, the largest message.
 HubKey = tuple[str, PayloadKind, int]
-
-
-def server_frame(kind: PayloadKind, payload: bytes) -> bytes:
-    """One whole, unmasked data frame as a server sends it (RFC 6455 5.2).
-
-    FIN set, RSV bits clear (not compressed), opcode text or binary, and the
-    payload length in 7 bits, 16 bits (126) or 64 bits (127).
-    """
-    first = 0x80 | _OPCODES[kind]
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + payload
 
 
 class Member:
@@ -123,7 +100,7 @@ class Member:
     """
 
     def __init__(self, conn: Conn, path: str, kind: PayloadKind, chunk_bytes: int) -> None:
-        if kind not in _OPCODES:
+        if kind not in ("text", "bytes"):
             raise ValueError(f"kind must be 'text' or 'bytes', not {kind!r}")
         self.conn = conn
         self.key: HubKey = (path, kind, chunk_bytes)

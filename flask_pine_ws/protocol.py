@@ -40,6 +40,7 @@ import errno
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 import zlib
@@ -66,6 +67,32 @@ from wsproto.utilities import LocalProtocolError
 
 from . import memory
 from .errors import ConnectionClosed
+
+#: What a data frame carries: text (opcode 1) or bytes (opcode 2).
+PayloadKind = Literal["text", "bytes"]
+
+_OPCODES: dict[PayloadKind, int] = {"text": 0x1, "bytes": 0x2}
+
+
+def server_frame(kind: PayloadKind, payload: bytes) -> bytes:
+    """One whole, unmasked data frame as a server sends it (RFC 6455 5.2).
+
+    FIN set, RSV bits clear (not compressed: valid under permessage-deflate
+    too, which is negotiated per message), opcode text or binary, and the
+    payload length in 7 bits, 16 bits (126) or 64 bits (127). Built once and
+    written as it is to many connections (:meth:`Protocol.try_send_frame`)
+    by the broadcast hub and the channels.
+    """
+    first = 0x80 | _OPCODES[kind]
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + payload
+
 
 #: The server a connection runs on, named after the WSGI environ key of its socket.
 Mode = Literal["gunicorn", "werkzeug"]

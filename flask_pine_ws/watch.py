@@ -47,11 +47,12 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
-from .broadcast import Member, PayloadKind
+from .broadcast import Member
 from .config import setting
 from .errors import ConnectionClosed
 from .flasksock import as_conn
 from .follower import Chunk, FileFollower, NotRegularFile, PathRefused, Rotated, Waiting
+from .protocol import PayloadKind
 from .watchtable import Subscription, WatchTable
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 from wsproto.extensions import PerMessageDeflate
 
 from flask_pine_ws import Config, ConnectionClosed, shutdown
-from flask_pine_ws.broadcast import server_frame
+from flask_pine_ws.protocol import server_frame
 
 
 def test_messages_both_ways_with_and_without_deflate() -> None:

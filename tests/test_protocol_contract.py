@@ -27,8 +27,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from flask_pine_ws.broadcast import server_frame
-from flask_pine_ws.protocol import BoundedDeflate, _handshake_request
+from flask_pine_ws.protocol import BoundedDeflate, _handshake_request, server_frame
 
 
 def _pair(*, deflate: bool = False, server_ext: list[object] | None = None,

@@ -13,8 +13,9 @@ the same kind of message without guessing.
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
+
+from ..protocol import server_frame
 
 #: A message as members receive it: ``str`` is sent as text, ``bytes`` as binary.
 Payload = str | bytes
@@ -63,14 +64,5 @@ def frame(payload: Payload) -> bytes:
     frames are valid under permessage-deflate too: compression is per message.
     """
     if isinstance(payload, str):
-        first, body = 0x81, payload.encode("utf-8")
-    else:
-        first, body = 0x82, payload
-    n = len(body)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + body
+        return server_frame("text", payload.encode("utf-8"))
+    return server_frame("bytes", payload)
