@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+import test_viewer_browser
+from playwright.sync_api import Page
 from test_viewer_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SHOWN_JS,
     append,
     data,
@@ -34,21 +32,9 @@ from helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    """A fresh Chromium page; fails the test on any JavaScript error of the page."""
-    errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1000, "height": 600})
-            pg.set_default_timeout(20_000)
-            pg.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield pg
-        finally:
-            browser.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+#: The Chromium page fixture (fails a test on any JavaScript error), shared with the viewer's
+#: other browser tests.
+page = test_viewer_browser.page
 
 
 def responsive(pg: Page, deadline: float = 10) -> float:
