@@ -7,12 +7,16 @@ thread: frames never interleave and are never partial, a peer that stops
 reading is dropped after ``PINE_WS_SEND_TIMEOUT`` seconds, and every failure
 after a disconnect is :class:`ConnectionClosed`.
 
-The broadcast hub writes one ready-made frame to many connections without
-ever waiting for one of them (:meth:`Conn.try_send_frame`, :meth:`Conn.flush`).
+A file's feed and the channels write one ready-made frame to many
+connections without ever waiting for one of them (:meth:`Conn.try_send_frame`,
+:meth:`Conn.flush`).
 
-:meth:`Conn.join`, :meth:`Conn.leave` and :meth:`Conn.watch_file` only hand
-the connection to :mod:`.channels` and :mod:`.watch`, which own channels and
-files; those name ``Conn`` in annotations only, so imports run one way.
+A ``Conn`` knows nothing of files: :attr:`Conn.viewed_bytes` is a counter
+that the one who sends a file's bytes adds to (:mod:`.watch` and
+:mod:`.feed`). :meth:`Conn.join`, :meth:`Conn.leave` and
+:meth:`Conn.watch_file` only hand the connection to :mod:`.channels` and
+:mod:`.watch`, which own channels and files; those name ``Conn`` in
+annotations only, so imports run one way.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ class Conn:
         return self._viewed_bytes
 
     def add_viewed_bytes(self, count: int) -> None:
-        """Count ``count`` more bytes of a watched file as delivered."""
+        """Count ``count`` more bytes of a watched file as delivered (by whoever sent them)."""
         self._viewed_bytes += count
 
     @property
@@ -150,15 +154,15 @@ class Conn:
         """
         self.send(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
-    # -- ready-made frames (the broadcast hub) -------------------------------
+    # -- ready-made frames (a file's feed, the channels) ---------------------
 
     @property
     def shares_frames(self) -> bool:
         """Whether :meth:`try_send_frame` can write here (not over SSL: no write can be tried)."""
         return self._protocol.can_try_send
 
-    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int:
-        """Write one ready-made, whole frame without ever blocking (:mod:`.broadcast`).
+    def try_send_frame(self, frame: bytes) -> int:
+        """Write one ready-made, whole frame without ever blocking (:mod:`.feed`, channels).
 
         The frame goes through the connection's one send path as it is: it
         must be a complete, unmasked, uncompressed data frame. Nothing is
@@ -167,14 +171,9 @@ class Conn:
         nothing. A frame written in part is committed: its rest is written
         before anything else (see :meth:`flush`).
 
-        :param viewed: file bytes the frame carries, added to
-            :attr:`viewed_bytes` once taken (saves the hub a call per member).
         :returns: the bytes of ``frame`` taken (0: none; the frame is not sent).
         """
-        taken = self._protocol.try_send_frame(frame)
-        if taken:
-            self._viewed_bytes += viewed
-        return taken
+        return self._protocol.try_send_frame(frame)
 
     def flush(self) -> None:
         """Write the rest of a frame :meth:`try_send_frame` wrote in part (bounded in time).

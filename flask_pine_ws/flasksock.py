@@ -21,7 +21,7 @@ and after it:
   the end of the stream.
 
 Not given: the shutdown hook (flask-sock routes are not closed with 1001 when
-gunicorn stops a worker) and the broadcast hub (each watcher reads on its own).
+gunicorn stops a worker) and a file's feed (each watcher reads on its own).
 """
 
 from __future__ import annotations
@@ -203,13 +203,13 @@ class SockConn:
                 pass
         self._ws.event.set()
 
-    # -- what the broadcast hub asks of a connection: no shared frames here --
+    # -- what a feed or a channel asks of a connection: no shared frames here -
 
     @property
     def shares_frames(self) -> bool:
         return False
 
-    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int:
+    def try_send_frame(self, frame: bytes) -> int:
         return 0
 
     def flush(self) -> None:

@@ -1,19 +1,19 @@
 """``watch_file``: stream a growing file over a connection, following it by name as ``tail -F``.
 
 This module owns the life of one watcher: check the request (arguments, the
-allowed roots), subscribe to the process's :class:`~.watchtable.WatchTable`,
-let a :class:`~.follower.FileFollower` read, send what it reads, and release
+allowed roots), register with the path's :mod:`.feed`, let a
+:class:`~.follower.FileFollower` read, send what it reads, and release
 everything when the client leaves or the server stops. It reads no file
-itself and watches no directory itself.
+itself and watches no directory itself; it only sends.
 
 One watcher blocks one thread and waits on one :class:`threading.Event`, set
-by the watch table (the file may have changed) and by the connection (a
-message came, the peer left, the server closed it with 1001): no polling per
-connection, and a client that leaves is noticed at once. A watcher caught up
-with the file parks on its :mod:`.broadcast` hub: the table then signals the
-hub, whose one thread reads and frames each append once for every parked
-watcher, and hands a watcher back to its own thread when its socket cannot
-take a frame at once (``PINE_WS_BROADCAST``).
+by its feed (the file may have changed; or go on reading from an offset) and
+by the connection (a message came, the peer left, the server closed it with
+1001): no polling per connection, and a client that leaves is noticed at
+once. A watcher caught up with the file joins its feed, whose one thread
+reads and frames each append once for every caught-up watcher; the feed
+hands it back, with the offset to go on from, when its socket cannot take a
+frame at once (``PINE_WS_BROADCAST``).
 
 Two wire formats:
 
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from flask import current_app, has_app_context
 
-from .broadcast import Member
+from . import feed
 from .config import setting
 from .errors import ConnectionClosed
 from .flasksock import as_conn
@@ -140,25 +140,22 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     # A path through a symlink changes where the link points, in another
     # directory the watch on the path's own directory never hears of: such a
     # watcher also watches its target (moved when the link is repointed), and
-    # reads on its own, since a hub is woken by the path's directory only.
+    # reads on its own, since its feed is woken by the path's directory only.
     linked = os.path.realpath(target) != target
-    # Caught up, the watcher parks on the file's broadcast hub, which reads
-    # and frames each append once for all its members (see .broadcast).
+    # Caught up, the watcher joins the file's feed, which reads and frames
+    # each append once for all its live readers (see .feed).
     kind: PayloadKind = "bytes" if binary or framed else "text"
-    member = (Member(conn, target, kind, chunk_bytes)
-              if setting("PINE_WS_BROADCAST") and not linked else None)
-    wake = threading.Event() if member is None else member.event
-    listener = wake.set if member is None else member.wake
+    shared = bool(setting("PINE_WS_BROADCAST")) and not linked
     table = WatchTable.current()
-    sub = None
+    reader: feed.Reader | None = None
     target_sub: Subscription | None = None
     conn.discard_inbound()  # never read here: nothing the client sends is held
-    conn.add_listener(listener)
     try:
-        # Subscribe before opening: a change between the two is not missed.
-        sub = table.subscribe(target, wake)
-        if member is not None:
-            member.sub = sub
+        # Register (the feed subscribes the path) before opening: a change
+        # between the two is not missed.
+        reader = feed.register(conn, target, kind, chunk_bytes, shared=shared)
+        wake = reader.event
+        conn.add_listener(reader.wake)
         opened = follower.start(offset=offset, lines=lines, file_id=file_id)
         if framed:
             conn.send_json({"event": "open", "file": opened.file_id, "offset": opened.offset,
@@ -172,13 +169,18 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         while True:
             wake.clear()
             _drain_inbound(conn)
-            if member is not None:
-                if member.stays_parked():
-                    wake.wait(bound)  # the hub sends; only the connection wakes us
-                    continue
-                member.unpark(follower)  # from where the hub stopped for us
-            if sub.needs_refresh or follower.position is None:
-                table.refresh(sub)
+            step = reader.step()
+            if step == feed.LIVE:
+                wake.wait(bound)  # the feed sends; it or the connection wakes us
+                continue
+            assert isinstance(step, feed.CatchUp)
+            if step.offset is not None:
+                # Handed back: the rest of a frame the socket took in part
+                # first, then on from where the feed stopped for us.
+                conn.flush()
+                conn.add_viewed_bytes(step.viewed)
+                follower.skip_to(step.offset)
+            reader.refresh_watch(missing=follower.position is None)
             if linked:
                 target_sub = _follow_link_target(table, target_sub, target, wake)
             for item in follower.read():
@@ -197,11 +199,9 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
                                     "offset": 0})
                 elif isinstance(item, Waiting):
                     conn.send_json({"event": "waiting"})
-            sub.known = follower.position
             if target_sub is not None:
                 target_sub.known = follower.position
-            if member is not None:
-                member.park(follower)
+            reader.caught_up(follower)
             wake.wait(bound)
     except PathRefused:
         conn.close(1008, REFUSED_REASON)
@@ -216,13 +216,11 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         _logger().warning("watch_file: cannot read %s: %s", target, exc)
         conn.close(1011, unreadable_reason(exc))
     finally:
-        if member is not None:
-            member.leave()
-        if sub is not None:
-            table.unsubscribe(sub)
+        if reader is not None:
+            conn.remove_listener(reader.wake)
+            reader.close()
         if target_sub is not None:
             table.unsubscribe(target_sub)
-        conn.remove_listener(listener)
         follower.close()
 
 

@@ -28,11 +28,9 @@ Kernel and library facts this module is built around (read from watchdog's sourc
   every event: with a handler per subscriber, one append to a file that
   1,000 clients follow cost 1,000 calls on the observer thread, under the
   GIL, before the first byte was read).
-- A subscriber can be *relayed* (:meth:`WatchTable.relay`): while a watcher
-  is parked on a :mod:`.broadcast` hub, the table signals the hub instead of
-  the watcher, once per event for all the subscribers relayed to it, and
-  never calls the parked watchers at all. Only what a watcher must handle
-  itself (its directory removed, moved, or appearing) still wakes it.
+- One subscriber per followed path, usually: the path's :mod:`.feed`
+  subscribes once for all the watchers of the file, and passes an event on
+  to them, so an append costs the table one call however many follow it.
 - Handlers run on the observer's thread under its lock: they only set events
   (never I/O, never this table's lock, so scheduling under our lock cannot
   deadlock against a dispatch). They read the groups without a lock: what
@@ -61,7 +59,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from watchdog.events import (
@@ -135,8 +133,6 @@ class Subscription:
         and safety checks wake it only when the file differs.
     :ivar needs_refresh: the watched directory changed (created, removed):
         the watcher should call :meth:`WatchTable.refresh`.
-    :ivar relay: while set, what the table calls instead of setting
-        :attr:`event` for a change of the file (see :meth:`WatchTable.relay`).
     """
 
     def __init__(self, path: str, event: threading.Event, table: WatchTable) -> None:
@@ -145,7 +141,6 @@ class Subscription:
         self.table = table
         self.known: Position | None = None
         self.needs_refresh = False
-        self.relay: Callable[[], None] | None = None
         self.watch: _Watch | None = None
         #: Its group in :attr:`watch` (the subscribers of the same wake path).
         self.group: _Group | None = None
@@ -156,15 +151,11 @@ class Subscription:
         self.direct = False
 
     def poke(self) -> None:
-        """The file may have changed: signal the relay, or the watcher itself."""
-        relay = self.relay
-        if relay is not None and not self.needs_refresh:
-            relay()
-        else:
-            self.event.set()
+        """The file may have changed: signal the watcher."""
+        self.event.set()
 
     def move(self) -> None:
-        """The watcher must refresh (its directory changed): wake it, relayed or not."""
+        """The watcher must refresh (its directory changed): wake it."""
         self.needs_refresh = True
         self.event.set()
 
@@ -184,8 +175,7 @@ class _Group:
         self.wake_path = wake_path
         self.members: tuple[Subscription, ...] = ()
         #: What an event of the path calls, each once: the events of the
-        #: subscribers following that very file and not relayed, and each
-        #: relay once, for all the subscribers relayed to it.
+        #: subscribers following that very file.
         self.targets: tuple[Callable[[], None], ...] = ()
         #: The subscribers for which the path is a missing directory on the
         #: way to their file: an event means it appeared, and they must move.
@@ -195,7 +185,7 @@ class _Group:
         targets: dict[Callable[[], None], None] = {}
         for sub in self.members:
             if sub.direct:
-                targets[sub.event.set if sub.relay is None else sub.relay] = None
+                targets[sub.event.set] = None
         self.targets = tuple(targets)
         self.movers = tuple(sub for sub in self.members if not sub.direct)
 
@@ -390,26 +380,6 @@ class WatchTable:
             sub.poke()
             return
 
-    def relay(self, subs: Iterable[Subscription], target: Callable[[], None] | None) -> None:
-        """Signal ``target`` instead of each of ``subs``'s events for changes of their files.
-
-        For the :mod:`.broadcast` hub: its parked watchers are relayed to its
-        signal, so that an event costs one call of it, however many they are,
-        and none of theirs. ``None`` ends the relay. What a subscriber must
-        handle itself (a directory created, removed or moved) still sets its
-        own event. Cheap for a batch: each group is rebuilt once.
-        """
-        with self._lock:
-            changed: dict[_Group, None] = {}
-            for sub in subs:
-                if sub.relay is target:
-                    continue
-                sub.relay = target
-                if sub.group is not None:
-                    changed[sub.group] = None
-            for group in changed:
-                group.rebuild()
-
     # -- inside the lock -----------------------------------------------------
 
     def _attach(self, sub: Subscription, dir_path: str, ident: tuple[int, int],
@@ -553,7 +523,6 @@ class WatchTable:
             snapshot = [(w, list(w.groups.values())) for w in self._watches.values()
                         if everything or w.polled]
         woken = 0
-        relays: dict[Callable[[], None], None] = {}
         for watch, groups in snapshot:
             if watch.dead or _ident(watch.path) != watch.ident:
                 # Removed, replaced or moved away: the kernel watch follows
@@ -580,12 +549,7 @@ class WatchTable:
                         found[path] = _stat(path)
                     if _lagging(sub.known, found[path]):
                         woken += 1
-                        if sub.relay is not None and not sub.needs_refresh:
-                            relays[sub.relay] = None  # one signal per relay, not per subscriber
-                        else:
-                            sub.event.set()
-        for relay in relays:
-            relay()
+                        sub.event.set()
         return woken
 
     # -- introspection -------------------------------------------------------
@@ -613,15 +577,12 @@ class WatchTable:
                 "watches": watches,
                 "polled_watches": polled,
                 "subscribers": len(self._subs),
-                # subscribers whose changes go to a relay (a broadcast hub), not to them
-                "relayed": sum(1 for sub in self._subs if sub.relay is not None),
                 "dirs": sorted(self._watches),
                 "ticker": self._ticker is not None,
                 # per subscriber, to tell a lost signal from a stuck watcher
                 "subscriptions": [
                     {"path": sub.path, "known": sub.known, "signalled": sub.event.is_set(),
                      "needs_refresh": sub.needs_refresh, "wake_path": sub.wake_path,
-                     "relayed": sub.relay is not None,
                      "watch": None if sub.watch is None else sub.watch.path,
                      "watch_dead": None if sub.watch is None else sub.watch.dead}
                     for sub in self._subs],

@@ -1,9 +1,9 @@
-"""The broadcast hub end to end: many watchers of one file, parked, served by one thread.
+"""The feed end to end: many watchers of one file, live on its feed, served by one thread.
 
 gunicorn (gthread) runs tests/apps/watch_app.py; real ``websockets`` clients
-read. The app's ``/stats`` shows how many watchers are parked on a hub and
-the hubs' totals (frames built, members handed back to their own thread),
-which proves the hub is the path taken. Every test asserts on what the
+read. The app's ``/stats`` shows how many watchers a feed sends to (live)
+and the feeds' totals (frames built, readers handed back to their own
+thread), which proves the feed is the path taken. Every test asserts on what the
 clients receive: every byte once, in order, whatever else the others do.
 """
 
@@ -56,25 +56,25 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = WAIT) -> None
         time.sleep(0.05)
 
 
-def wait_parked(srv: Server, count: int, timeout: float = 20.0) -> dict[str, Any]:
-    """Wait until ``count`` watchers are parked (they converge once the file is idle).
+def wait_live(srv: Server, count: int, timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until ``count`` watchers are live on a feed (they converge once the file is idle).
 
     Well below the watcher's 60 s hang guard: converging must not wait for it
-    (a watcher that could not park because the hub was behind it is woken
-    when the hub gets there; it once waited for the guard).
+    (a watcher that could not join because the feed was behind it is woken
+    when the feed gets there; it once waited for the guard).
     """
     last: dict[str, Any] = {}
 
-    def parked() -> bool:
+    def live() -> bool:
         nonlocal last
         last = stats(srv)
-        return bool(last["parked"] == count)
+        return bool(last["live_readers"] == count)
 
     try:
-        wait_for(parked, f"{count} parked watchers", timeout)
+        wait_for(live, f"{count} live watchers", timeout)
     except AssertionError:
-        raise AssertionError(f"parked {last.get('parked')}, not {count}: "
-                             f"{last.get('broadcast')}") from None
+        raise AssertionError(f"live {last.get('live_readers')}, not {count}: "
+                             f"{last.get('feed')}") from None
     return last
 
 
@@ -167,7 +167,7 @@ async def _fan_out(srv: Server, log: Path, compression: bool) -> dict[str, Any]:
         the offset of the first byte that differs (lost, repeated or reordered), or None."""
         nonlocal fast_left
         if kind == "stopped":
-            # Not a byte read until every fast client has it all: if the hub
+            # Not a byte read until every fast client has it all: if the feed
             # waited for these, the fast ones would never finish.
             try:
                 await asyncio.wait_for(fast_done.wait(), WAIT)
@@ -192,7 +192,7 @@ async def _fan_out(srv: Server, log: Path, compression: bool) -> dict[str, Any]:
         return first_bad
 
     try:
-        before = await asyncio.to_thread(wait_parked, srv, len(clients))
+        before = await asyncio.to_thread(wait_live, srv, len(clients))
         began = time.monotonic()
         readers = asyncio.gather(*(read(ws, k) for ws, k in zip(clients, kinds, strict=True)))
 
@@ -204,12 +204,12 @@ async def _fan_out(srv: Server, log: Path, compression: bool) -> dict[str, Any]:
         results, _ = await asyncio.gather(readers, write())
         for first_bad, kind in zip(results, kinds, strict=True):
             assert first_bad is None, f"a {kind} client got other bytes from byte {first_bad}"
-        # idle again: every watcher back on the hub, without a message sent
-        after = await asyncio.to_thread(wait_parked, srv, len(clients))
+        # idle again: every watcher live on the feed again, without a message sent
+        after = await asyncio.to_thread(wait_live, srv, len(clients))
     finally:
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
-    return {"before": before["broadcast"], "after": after["broadcast"],
-            "hub_threads": after["threads"].count("pine-ws-hub"),
+    return {"before": before["feed"], "after": after["feed"],
+            "feed_threads": after["threads"].count("pine-ws-feed"),
             "finished": finished, "bytes": len(expected)}
 
 
@@ -222,23 +222,23 @@ def test_200_watchers_get_every_byte_once_while_some_stall(
     figures = asyncio.run(_fan_out(srv, log, compression))
     print(figures)
     before, after = figures["before"], figures["after"]
-    # one hub, one thread, and it did the sending
-    assert [(h["kind"], h["parked"]) for h in after["hubs"]] == [("bytes", 200)]
+    # one feed, one thread, and it did the sending
+    assert [(h["kind"], h["live"]) for h in after["feeds"]] == [("bytes", 200)]
     assert after["frames"] - before["frames"] >= 240
     # the stopped clients could not take the frames: handed back to their
-    # own threads, they caught up exactly (asserted above), then parked again
-    assert after["unparked"] - before["unparked"] >= 10
-    assert figures["hub_threads"] == 1
+    # own threads, they caught up exactly (asserted above), then joined again
+    assert after["handed_back"] - before["handed_back"] >= 10
+    assert figures["feed_threads"] == 1
     assert "Traceback" not in srv.log()
 
 
 # -- kinds, rotation, leaving, shutdown ------------------------------------------
 
-def test_text_binary_and_framed_watchers_share_two_hubs(
+def test_text_binary_and_framed_watchers_share_two_feeds(
         server: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"start\n")
-    # reads of 4 bytes at most: the hubs' reads end inside the sequences below whether the
+    # reads of 4 bytes at most: the feeds' reads end inside the sequences below whether the
     # appends are read one by one or merged (no timing involved)
     srv = server(APP, env={"PINE_WS_CHUNK_BYTES": "4"})
     with contextlib.ExitStack() as stack:
@@ -249,8 +249,8 @@ def test_text_binary_and_framed_watchers_share_two_hubs(
                   for _ in range(4)]
         for ws in framed:
             assert json.loads(ws.recv(timeout=WAIT))["event"] == "open"
-        s = wait_parked(srv, 12)
-        assert sorted((h["kind"], h["parked"]) for h in s["broadcast"]["hubs"]) == [
+        s = wait_live(srv, 12)
+        assert sorted((h["kind"], h["live"]) for h in s["feed"]["feeds"]) == [
             ("bytes", 8), ("text", 4)]
         pieces = [b"h", b"\xc3", b"\xa9", b"llo \xe2\x82", b"\xac and \xff\xfe bad\n",
                   b"\xf0\x9f", b"\x98\x80 end\n"]
@@ -264,11 +264,11 @@ def test_text_binary_and_framed_watchers_share_two_hubs(
             assert recv_bytes(ws, len(expected)) == expected
         for ws in framed:
             assert recv_framed(ws, len(expected)) == [expected]
-        after = wait_parked(srv, 12)
-        assert after["broadcast"]["frames"] > s["broadcast"]["frames"]
+        after = wait_live(srv, 12)
+        assert after["feed"]["frames"] > s["feed"]["frames"]
 
 
-def test_rotation_and_truncation_while_parked(server: ServerFactory, tmp_path: Path) -> None:
+def test_rotation_and_truncation_while_live(server: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"a\n")
     srv = server(APP)
@@ -281,16 +281,16 @@ def test_rotation_and_truncation_while_parked(server: ServerFactory, tmp_path: P
             assert recv_framed(ws, 2)[1:] == [b"a\n"]
         for ws in plain:
             assert recv_text(ws, 2) == "a\n"
-        frames = wait_parked(srv, 8)["broadcast"]["frames"]
+        frames = wait_live(srv, 8)["feed"]["frames"]
         append(log, "b\n")
         for ws in framed:
             assert recv_framed(ws, 2) == [b"b\n"]
         for ws in plain:
             assert recv_text(ws, 2) == "b\n"
-        assert stats(srv)["broadcast"]["frames"] == frames + 2  # one per hub, not per watcher
+        assert stats(srv)["feed"]["frames"] == frames + 2  # one per feed, not per watcher
 
-        # renamed away while parked: each watcher drains, announces, follows the new file
-        wait_parked(srv, 8)
+        # renamed away while live: each watcher drains, announces, follows the new file
+        wait_live(srv, 8)
         log.rename(tmp_path / "app.log.1")
         log.write_bytes(b"c\n")
         fid = f"{log.stat().st_dev}:{log.stat().st_ino}"
@@ -299,15 +299,15 @@ def test_rotation_and_truncation_while_parked(server: ServerFactory, tmp_path: P
                 {"event": "rotated", "how": "renamed", "file": fid, "offset": 0}, b"c\n"]
         for ws in plain:
             assert recv_text(ws, 2) == "c\n"
-        hubs = wait_parked(srv, 8)["broadcast"]["hubs"]
-        assert {h["offset"] for h in hubs} == {2}  # the hubs follow the new file
+        feeds = wait_live(srv, 8)["feed"]["feeds"]
+        assert {f["offset"] for f in feeds} == {2}  # the feeds follow the new file
 
-        # truncated while parked
+        # truncated while live
         log.write_bytes(b"")
         for ws in framed:
             assert json.loads(ws.recv(timeout=WAIT)) == {
                 "event": "rotated", "how": "truncated", "file": fid, "offset": 0}
-        wait_parked(srv, 8)
+        wait_live(srv, 8)
         append(log, "d\n")
         for ws in framed:
             assert recv_framed(ws, 2) == [b"d\n"]
@@ -315,7 +315,7 @@ def test_rotation_and_truncation_while_parked(server: ServerFactory, tmp_path: P
             assert recv_text(ws, 2) == "d\n"
 
 
-def test_watchers_leaving_while_parked_release_everything(
+def test_watchers_leaving_while_live_release_everything(
         server: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"")
@@ -323,28 +323,29 @@ def test_watchers_leaving_while_parked_release_everything(
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(open_sync(srv, path=str(log), offset=0, binary="1"))
                    for _ in range(12)]
-        wait_parked(srv, 12)
+        wait_live(srv, 12)
         for ws in clients[:4]:
             ws.close()  # a clean close
         for ws in clients[4:8]:
             ws.socket.shutdown(socket.SHUT_RDWR)  # vanishes: no close frame
-        wait_for(lambda: stats(srv)["table"]["subscribers"] == 4, "the 8 gone")
-        assert stats(srv)["parked"] == 4
+        wait_for(lambda: stats(srv)["watchers"] == 4, "the 8 gone")
+        assert stats(srv)["table"]["subscribers"] == 1  # the feed's, for all of them
+        assert stats(srv)["live_readers"] == 4
         append(log, b"to the rest\n")
         for ws in clients[8:]:
             assert recv_bytes(ws, 12) == b"to the rest\n"
-        wait_parked(srv, 4)
+        wait_live(srv, 4)
     wait_for(lambda: stats(srv)["table"]["subscribers"] == 0, "all gone")
 
-    def no_hub() -> bool:
+    def no_feed() -> bool:
         s = stats(srv)
-        return "pine-ws-hub" not in s["threads"] and s["broadcast"]["hubs"] == []
+        return "pine-ws-feed" not in s["threads"] and s["feed"]["feeds"] == []
 
-    wait_for(no_hub, "the hub thread to end with its last member")
+    wait_for(no_feed, "the feed thread to end with its last reader")
     assert stats(srv)["live"] == 0
 
 
-def test_sigterm_closes_parked_watchers_with_1001_at_once(
+def test_sigterm_closes_live_watchers_with_1001_at_once(
         server: ServerFactory, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"x\n")
@@ -354,7 +355,7 @@ def test_sigterm_closes_parked_watchers_with_1001_at_once(
                    for _ in range(6)]
         for ws in clients:
             assert recv_text(ws, 2) == "x\n"
-        wait_parked(srv, 6)
+        wait_live(srv, 6)
         begin = time.monotonic()
         srv.signal(signal.SIGTERM)
         for ws in clients:
@@ -368,8 +369,8 @@ def test_sigterm_closes_parked_watchers_with_1001_at_once(
 @pytest.mark.parametrize("compression", [False, True], ids=["plain", "deflate"])
 def test_stalled_watcher_is_handed_back_and_catches_up_exactly(
         server: ServerFactory, tmp_path: Path, compression: bool) -> None:
-    """A client that stops reading: the hub gives it up, its own thread sends the rest
-    (compressed, with deflate), then it parks again; the others never wait for it."""
+    """A client that stops reading: the feed hands it back, its own thread sends the rest
+    (compressed, with deflate), then it joins again; the others never wait for it."""
     log = tmp_path / "app.log"
     backlog = b"".join(b"backlog line %06d, compressible\n" % i for i in range(4000))
     log.write_bytes(backlog)
@@ -387,27 +388,27 @@ def test_stalled_watcher_is_handed_back_and_catches_up_exactly(
         for ws in others:
             assert recv_bytes(ws, len(backlog)) == backlog
         assert recv_bytes(stalled, len(backlog)) == backlog
-        before = wait_parked(srv, 5)["broadcast"]
+        before = wait_live(srv, 5)["feed"]
         live = b"".join(b"live line %d\n" % i for i in range(20))
         for i in range(20):
             append(log, b"live line %d\n" % i)
             time.sleep(0.01)
         for ws in [*others, stalled]:
             assert recv_bytes(ws, len(live)) == live  # uncompressed frames, then...
-        wait_parked(srv, 5)
+        wait_live(srv, 5)
         # ...a burst the stalled client does not read: the others get it all meanwhile
         burst = os.urandom(8 * 1024 * 1024)  # more than the socket buffers hold
         append(log, burst)
         for ws in others:
             assert recv_bytes(ws, len(burst)) == burst
-        assert stats(srv)["parked"] <= 4  # the stalled one was handed back
+        assert stats(srv)["live_readers"] <= 4  # the stalled one was handed back
         tail = b"after the burst\n"
         append(log, tail)
         for ws in others:
             assert recv_bytes(ws, len(tail)) == tail
         assert recv_bytes(stalled, len(burst) + len(tail)) == burst + tail
-        after = wait_parked(srv, 5)["broadcast"]
-        assert after["unparked"] > before["unparked"]
+        after = wait_live(srv, 5)["feed"]
+        assert after["handed_back"] > before["handed_back"]
         append(log, b"all parked again\n")
         for ws in [*others, stalled]:
             assert recv_bytes(ws, 17) == b"all parked again\n"
@@ -421,9 +422,12 @@ def test_broadcast_off_reads_per_watcher(server: ServerFactory, tmp_path: Path) 
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(open_sync(srv, path=str(log), offset=0))
                    for _ in range(3)]
-        wait_for(lambda: stats(srv)["table"]["subscribers"] == 3, "subscribed")
+        wait_for(lambda: stats(srv)["watchers"] == 3, "subscribed")
         append(log, "one\n")
         for ws in clients:
             assert recv_text(ws, 4) == "one\n"
         s = stats(srv)
-        assert s["parked"] == 0 and s["broadcast"]["hubs"] == []
+        # one subscription for the three, through the feed; no frame of its own, no thread
+        assert s["live_readers"] == 0 and s["feed"]["frames"] == 0
+        assert [(f["readers"], f["live"]) for f in s["feed"]["feeds"]] == [(3, 0)]
+        assert s["table"]["subscribers"] == 1 and "pine-ws-feed" not in s["threads"]

@@ -112,7 +112,7 @@ class FrameMember(SocketMember):
         self._pending = b""
         self.direct = 0  # frames written by try_send_frame
 
-    def try_send_frame(self, frame: bytes, viewed: int = 0) -> int:
+    def try_send_frame(self, frame: bytes) -> int:
         if self.closed is not None or not self._lock.acquire(blocking=False):
             return 0
         try:

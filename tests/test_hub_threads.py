@@ -1,9 +1,9 @@
-"""The broadcast hubs of a worker share one thread, whatever the number of files followed.
+"""The feeds of a worker share one thread, whatever the number of files followed.
 
 Against a real gunicorn worker (tests/apps/watch_app.py): watchers of many
-different files, each parked on its file's hub, cost the worker the same
+different files, each live on its file's feed, cost the worker the same
 threads as as many watchers of one file (each socket's pool thread and
-reader, and one thread for every hub), and every append still reaches the
+reader, and one thread for every feed), and every append still reaches the
 watchers of its file, and only them, also while a large append to one file
 is being sent. ``bench/threads_per_file.py`` gives the figures for 100.
 """
@@ -42,19 +42,20 @@ def watch(stack: ExitStack, srv: Server, path: Path) -> ClientConnection:
     return ws
 
 
-def threads_when_parked(srv: Server, paths: list[Path]) -> tuple[int, int]:
-    """Watch each of ``paths``; once all are parked: (the worker's threads, hub threads)."""
+def threads_when_live(srv: Server, paths: list[Path]) -> tuple[int, int]:
+    """Watch each of ``paths``; once all are live: (the worker's threads, feed threads)."""
     pid = srv.worker_pids()[0]
     with ExitStack() as stack:
         for path in paths:
             watch(stack, srv, path)
-        wait_until(lambda: stats(srv)["parked"] == len(paths), timeout=60,
-                   message="every watcher parked")
+        wait_until(lambda: stats(srv)["live_readers"] == len(paths), timeout=60,
+                   message="every watcher live")
         total = len(os.listdir(f"/proc/{pid}/task"))
-        hubs = stats(srv)["threads"].count("pine-ws-hub")
+        feeds = stats(srv)["threads"].count("pine-ws-feed")
     wait_until(lambda: stats(srv)["live"] == 0, message="every socket closed")
-    wait_until(lambda: "pine-ws-hub" not in stats(srv)["threads"], message="the hub thread ended")
-    return total, hubs
+    wait_until(lambda: "pine-ws-feed" not in stats(srv)["threads"],
+               message="the feed thread ended")
+    return total, feeds
 
 
 def test_many_files_cost_no_more_threads_than_one(server: ServerFactory, tmp_path: Path) -> None:
@@ -62,9 +63,9 @@ def test_many_files_cost_no_more_threads_than_one(server: ServerFactory, tmp_pat
     for f in files:
         f.write_bytes(b"")
     srv = server("watch_app:app", threads=N + 10)
-    one_file, one_hub = threads_when_parked(srv, [files[0]] * N)
-    many_files, many_hubs = threads_when_parked(srv, files)
-    assert (one_hub, many_hubs) == (1, 1)
+    one_file, one_feed = threads_when_live(srv, [files[0]] * N)
+    many_files, many_feeds = threads_when_live(srv, files)
+    assert (one_feed, many_feeds) == (1, 1)
     # the pool threads of the first round stay; nothing comes per file
     assert many_files <= one_file
 
@@ -77,8 +78,8 @@ def test_every_append_reaches_the_watchers_of_its_file_only(
     srv = server("watch_app:app", threads=2 * N + 10)
     with ExitStack() as stack:
         clients = [(watch(stack, srv, f), watch(stack, srv, f)) for f in files]
-        wait_until(lambda: stats(srv)["parked"] == 2 * N, timeout=60,
-                   message="every watcher parked")
+        wait_until(lambda: stats(srv)["live_readers"] == 2 * N, timeout=60,
+                   message="every watcher live")
         big = "b" * 99 + "\n"
         with open(files[0], "a") as out:
             out.write(big * 40_000)  # 4 MB for the first file's watchers

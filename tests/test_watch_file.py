@@ -59,8 +59,8 @@ def wait_for(cond: Callable[[], bool], timeout: float = WAIT, what: str = "condi
 
 
 def wait_subs(srv: Server, count: int = 1) -> None:
-    """Wait until ``count`` watchers have subscribed."""
-    wait_for(lambda: stats(srv)["table"]["subscribers"] == count, what=f"{count} subscribers")
+    """Wait until ``count`` watchers have registered with their file's feed (subscribed)."""
+    wait_for(lambda: stats(srv)["watchers"] == count, what=f"{count} watchers")
 
 
 def bytes_read(pid: int) -> int:
@@ -479,7 +479,7 @@ def test_slow_client_holds_no_buffer_and_catches_up_exactly(
     # the server's sends block once the kernel buffers are full.
     url = f"{srv.ws_url}/watch?{urlencode({'path': str(log), 'offset': 0, 'binary': '1'})}"
     with connect(url, open_timeout=WAIT, max_queue=1, max_size=None) as ws:
-        wait_for(lambda: stats(srv)["table"]["subscribers"] == 1, what="subscribed")
+        wait_for(lambda: stats(srv)["watchers"] == 1, what="subscribed")
         append(log, b"warm" * 1000)
         assert recv_bytes(ws, 4000) == b"warm" * 1000
         before = rss_kib(pid)

@@ -7,8 +7,8 @@
   timeout);
 - a followed file replaced by a FIFO: the old file is drained, the client is
   told ``waiting``, and the stream goes on when a regular file is back (the
-  broadcast hub used to block in ``open()`` under its lock, hanging every
-  watcher of the name);
+  file's shared reader used to block in ``open()`` under its lock, hanging
+  every watcher of the name);
 - a path with a NUL byte: close 1008 and one log line, no traceback.
 """
 
@@ -129,8 +129,8 @@ def test_a_file_replaced_by_a_fifo_is_waited_past(server: ServerFactory, tmp_pat
             assert json.loads(client.recv(timeout=20))["event"] == "open"
             assert client.recv(timeout=20) == b"one\n"
         if broadcast == "true":
-            wait_until(lambda: json.loads(http_get(srv.url + "/stats")[2])["parked"] == 2,
-                       message="both parked on the hub")
+            wait_until(lambda: json.loads(http_get(srv.url + "/stats")[2])["live_readers"] == 2,
+                       message="both live on the feed")
         with open(log, "ab") as f:
             f.write(b"two\n")
         os.rename(log, tmp_path / "app.log.1")

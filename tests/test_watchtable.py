@@ -107,46 +107,6 @@ def test_signals_only_subscribers_of_that_name(table: WatchTable, tmp_path: Path
     assert not b.wait(0.5)
 
 
-def test_relayed_subscribers_signal_their_relay_once(table: WatchTable, tmp_path: Path) -> None:
-    """Relayed (parked on a hub): an event calls the relay once for all, never their events."""
-    log = tmp_path / "a.log"
-    log.write_text("x")
-    events = [threading.Event() for _ in range(50)]
-    subs = [table.subscribe(str(log), e) for e in events]
-    own = threading.Event()
-    table.subscribe(str(log), own)  # not relayed: still woken itself
-    calls: list[float] = []
-    relay_event = threading.Event()
-
-    def relay() -> None:
-        calls.append(time.monotonic())
-        relay_event.set()
-
-    table.relay(subs, relay)
-    assert table.stats()["relayed"] == 50
-    settle(table, tmp_path, *events, own, relay_event)
-    calls.clear()
-    with log.open("a") as f:
-        f.write("y")
-    assert signalled(relay_event) and signalled(own)
-    settle(table, tmp_path)  # every event of the write has been handled
-    # one modify event (plus at most the close event): one call each, not one per subscriber
-    assert 1 <= len(calls) <= 2, calls
-    assert not any(e.is_set() for e in events)
-    # the safety check: one relay call for the 50 behind, none of their events
-    calls.clear()
-    for sub in subs:
-        sub.known = None
-    assert table.check() >= 50
-    assert len(calls) == 1 and not any(e.is_set() for e in events)
-    # relay ended: their own events again
-    table.relay(subs, None)
-    assert table.stats()["relayed"] == 0
-    with log.open("a") as f:
-        f.write("z")
-    assert all(signalled(e) for e in events)
-
-
 def test_last_subscriber_stops_every_thread(tmp_path: Path) -> None:
     t = WatchTable()
     before = threading.active_count()
@@ -156,7 +116,7 @@ def test_last_subscriber_stops_every_thread(tmp_path: Path) -> None:
     t.unsubscribe(sub)  # idempotent
     assert t.stats() | {"pid": 0} == {"subscriptions": [],
         "pid": 0, "mode": "idle", "polling": "auto", "inotify_refused": None, "observers": 0,
-        "watches": 0, "polled_watches": 0, "subscribers": 0, "relayed": 0, "dirs": [],
+        "watches": 0, "polled_watches": 0, "subscribers": 0, "dirs": [],
         "ticker": False}
     deadline = time.monotonic() + WAIT
     while threading.active_count() > before and time.monotonic() < deadline:

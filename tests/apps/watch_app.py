@@ -8,7 +8,8 @@ app must never let a client do (the viewer serves only files the app names).
   With ``tag``, the connection's ``viewed_bytes`` is recorded when it ends.
 - ``/conn-watch?path=...&offset=``: the same through ``Conn.watch_file``.
 - ``/stats``: the process's watch table, threads, live connections, viewed bytes,
-  watchers parked on broadcast hubs and the hubs.
+  the watchers registered with a feed (``watchers``), those a feed sends to
+  (``live_readers``) and the feeds.
 
 ``PINE_WS_*`` settings come from the environment (JSON values).
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, broadcast, watch_file
+from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, feed, watch_file
 from flask_pine_ws import shutdown as pine_shutdown
 from flask_pine_ws.watchtable import WatchTable
 
@@ -56,13 +57,15 @@ def create_app() -> Flask:
 
     @app.route("/stats")
     def stats() -> dict[str, Any]:
+        feeds = feed.stats()
         return {
             "table": WatchTable.current().stats(),
             "threads": sorted(t.name for t in threading.enumerate()),
             "live": pine_shutdown.live_count(),
             "viewed": viewed,
-            "parked": broadcast.parked_count(),
-            "broadcast": broadcast.stats(),
+            "watchers": feeds["readers"],
+            "live_readers": feeds["live"],
+            "feed": feeds,
         }
 
     return app
