@@ -7,15 +7,15 @@ the clients are ``websockets`` asyncio connections in this one process
 not. For each N, ``--appends`` lines are appended one at a time (each once
 the previous one reached every client); the figure is the median (and max)
 of the time from the write to the moment the last client holds the line.
-The worker's ``/stats`` says how many watchers were parked on a broadcast
-hub when the line was written.
+The worker's ``/stats`` says how many watchers were live on the file's feed
+(sent to by its one thread) when the line was written.
 
 Run from the repository root (about a minute)::
 
     python bench/fanout_quick.py [--clients 100 500 1000] [--appends 7] [--no-broadcast]
 
 ``--no-broadcast`` sets ``PINE_WS_BROADCAST`` off: every watcher reads and
-sends for itself, as before the broadcast hub.
+sends for itself, as before the feed.
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ async def run(srv: Server, log: Path, count: int, appends: int,
     clients = await asyncio.gather(*(_open(url, compression, gate) for _ in range(count)))
     try:
         deadline = time.monotonic() + 120
-        while (await asyncio.to_thread(stats, srv))["table"]["subscribers"] < count:
+        while (await asyncio.to_thread(stats, srv))["watchers"] < count:
             if time.monotonic() > deadline:
                 raise RuntimeError("the watchers never all subscribed")
             await asyncio.sleep(0.1)
         times = []
-        parked = []
+        live = []
         for n in range(appends):
-            await asyncio.sleep(0.3)  # idle: every watcher back to waiting (and parked)
-            parked.append((await asyncio.to_thread(stats, srv)).get("parked"))
+            await asyncio.sleep(0.3)  # idle: every watcher back to waiting (and live)
+            live.append((await asyncio.to_thread(stats, srv)).get("live_readers"))
             line = b"fan-out line %04d .................................................\n" % n
             began = time.monotonic()
             with open(log, "ab") as f:
@@ -82,7 +82,7 @@ async def run(srv: Server, log: Path, count: int, appends: int,
             times.append(time.monotonic() - began)
         return {"clients": count, "compression": compression,
                 "median_ms": round(statistics.median(times) * 1000, 1),
-                "max_ms": round(max(times) * 1000, 1), "parked": parked}
+                "max_ms": round(max(times) * 1000, 1), "live": live}
     finally:
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
 
@@ -111,7 +111,7 @@ def main() -> None:
                     figures = asyncio.run(run(srv, log, count, args.appends, compression))
                     print(json.dumps(figures), flush=True)
                     deadline = time.monotonic() + 60
-                    while stats(srv)["table"]["subscribers"]:
+                    while stats(srv)["watchers"]:
                         if time.monotonic() > deadline:
                             raise RuntimeError("watchers still subscribed after the clients left")
                         time.sleep(0.2)

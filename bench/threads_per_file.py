@@ -3,10 +3,10 @@
 Not a test: figures for the sizing notes (docs/deployment.md). One gunicorn
 gthread worker serves tests/apps/watch_app.py; N ``websockets`` clients
 follow N files (``lines=0``), then N clients follow one file. Once every
-watcher is parked on its broadcast hub, the worker's threads are counted in
-``/proc/<pid>/task`` (every thread: gunicorn's pool, simple-websocket's
-readers, the watch table's, the hubs'). The two figures should differ by
-nothing: the hubs of a process share one thread.
+watcher is live on its file's feed, the worker's threads are counted in
+``/proc/<pid>/task`` (every thread: gunicorn's pool, the connections'
+readers, the watch table's, the feeds'). The two figures should differ by
+nothing: the feeds of a process share one thread.
 
 Run from the repository root (about half a minute)::
 
@@ -38,7 +38,7 @@ def stats(srv: Server) -> dict[str, Any]:
 
 
 def measure(srv: Server, paths: list[Path]) -> dict[str, int]:
-    """Connect one watcher per path, wait until all are parked, count the worker's threads."""
+    """Connect one watcher per path, wait until all are live, count the worker's threads."""
     pid = srv.worker_pids()[0]
     idle = len(os.listdir(f"/proc/{pid}/task"))
     with ExitStack() as stack:
@@ -46,13 +46,13 @@ def measure(srv: Server, paths: list[Path]) -> dict[str, int]:
             url = f"{srv.ws_url}/watch?" + urlencode({"path": str(path), "lines": "0"})
             stack.enter_context(connect(url, ping_interval=None))
         deadline = time.monotonic() + 60
-        while stats(srv)["parked"] < len(paths):
+        while stats(srv)["live_readers"] < len(paths):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"not all parked: {stats(srv)['parked']}")
+                raise RuntimeError(f"not all live: {stats(srv)['live_readers']}")
             time.sleep(0.1)
         busy = len(os.listdir(f"/proc/{pid}/task"))
         names = stats(srv)["threads"]
-    return {"idle": idle, "watching": busy, "hub_threads": names.count("pine-ws-hub")}
+    return {"idle": idle, "watching": busy, "feed_threads": names.count("pine-ws-feed")}
 
 
 def main() -> None:
@@ -73,9 +73,9 @@ def main() -> None:
         finally:
             srv.stop()
     print(f"{n} watchers on {n} files: {many['watching']} threads "
-          f"(idle worker: {many['idle']}; hub threads: {many['hub_threads']})")
+          f"(idle worker: {many['idle']}; feed threads: {many['feed_threads']})")
     print(f"{n} watchers on 1 file:    {one['watching']} threads "
-          f"(idle worker: {one['idle']}; hub threads: {one['hub_threads']})")
+          f"(idle worker: {one['idle']}; feed threads: {one['feed_threads']})")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ def open_ws(srv: Server, *, compression: bool = True, **params: Any) -> ClientCo
 
 def wait_subs(srv: Server, count: int) -> None:
     deadline = time.monotonic() + 120
-    while stats(srv)["table"]["subscribers"] != count:
+    while stats(srv)["watchers"] != count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"never reached {count} subscribers")
+            raise RuntimeError(f"never reached {count} watchers")
         time.sleep(0.05)
 
 

@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
             "watch_file: directories a watched path must resolve into (None: any)."),
     Setting("PINE_WS_BROADCAST", True,
             "watch_file: watchers caught up with a file share one reader thread and "
-            "one frame per append (the broadcast hub); False: each reads for itself."),
+            "one frame per append (the file's feed); False: each reads for itself."),
     Setting("PINE_WS_MESSAGE_QUEUE", None,
             "Channels: None delivers within the process (no dependency); a "
             "redis:// or rediss:// URL shares channels with every process and host "

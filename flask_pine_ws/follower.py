@@ -267,10 +267,10 @@ class FileFollower:
     def skip_to(self, offset: int) -> None:
         """Go on from ``offset`` of the open file: someone else delivered the bytes before it.
 
-        The broadcast hub (:mod:`.broadcast`) sends a parked watcher's bytes
-        for it; when the watcher reads on its own again, it starts where the
-        hub stopped. Only forward, in the same file, with no carried UTF-8
-        sequence (a watcher parks only then).
+        A file's feed (:mod:`.feed`) sends a live watcher's bytes for it;
+        when the watcher reads on its own again, it starts where the feed
+        stopped for it. Only forward, in the same file, with no carried UTF-8
+        sequence (a watcher joins a feed only then).
 
         :raises ValueError: no file is open, a sequence is carried, or
             ``offset`` is behind the current one.
@@ -479,9 +479,9 @@ class FileFollower:
         ``stat``-ed first (a device is not even opened: opening some has
         effects), then opened with ``O_NONBLOCK`` (a FIFO swapped in after
         the ``stat``, through a symlink or not, opens at once instead of
-        waiting for a writer) and checked again with ``fstat``. The broadcast
-        hub opens under its lock: a blocking open there hung every watcher of
-        the path.
+        waiting for a writer) and checked again with ``fstat``. A file's feed
+        opens under its lock: a blocking open there would hang every watcher
+        of the path.
 
         :param strict: raise :class:`NotRegularFile` for something else than a
             regular file (at start); else treat it as missing, its kind

@@ -146,7 +146,7 @@ def test_bounded_deflate_passes_messages_within_the_limit_one_after_another() ->
 
 
 def test_an_uncompressed_frame_between_compressed_ones_keeps_the_context() -> None:
-    """The hub writes frames with RSV1 clear past the compressor, to deflate clients too."""
+    """A feed writes frames with RSV1 clear past the compressor, to deflate clients too."""
     server, client, _ = _pair(deflate=True)
     wire = server.send(TextMessage(data="hello " * 100))
     wire += server_frame("text", b"plain line")
