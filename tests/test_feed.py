@@ -70,7 +70,7 @@ class Watcher:
                 self.got += message
         return bytes(self.got[start:])
 
-    def quiet(self, seconds: float = 0.3) -> bool:
+    def quiet(self, seconds: float = 0.1) -> bool:
         """Nothing more comes within ``seconds``."""
         try:
             self.peer.message(seconds)
