@@ -1,16 +1,24 @@
 """What each thread hop costs between an append and the thread that sends it.
 
-flask-pine-ws learns of an append through watchdog: its inotify reader
-thread, a delay queue, the emitter thread, the observer's queue, the
-dispatcher thread (which runs the handler), then a ``threading.Event`` that
-wakes the thread that reads and sends. The asyncio floor reads the inotify fd
-in its event loop: no hop at all. This measures, in one process, the time from
-``write()`` to:
+On Linux flask-pine-ws's watch table reads its own inotify descriptor on its
+one thread and sets the ``threading.Event`` of the thread that reads and
+sends: one hop. watchdog's observer (what the table uses on other platforms)
+takes four before that Event: its inotify reader thread, a delay queue, the
+emitter thread, the observer's queue, the dispatcher thread (which runs the
+handler). The asyncio floor reads the inotify fd in its event loop: no hop at
+all. This measures, in one process, the time from ``write()`` to:
 
 - ``raw``: a thread blocked in ``select`` on a raw inotify fd (ctypes);
 - ``watchdog``: watchdog's handler, on the dispatcher thread;
-- ``watchdog+event``: a thread woken by an Event the handler sets (what a
-  watcher, or the broadcast hub, sees).
+- ``watchdog+event``: a thread woken by an Event the handler sets;
+- ``table+event``: a thread woken by its Event subscribed to a
+  :class:`~flask_pine_ws.watchtable.WatchTable` on its own inotify
+  descriptor (what a watcher, or the broadcast hub, sees on Linux);
+- ``table/watchdog+event``: the same on a table whose events come from
+  watchdog's observer (``source="watchdog"``: other platforms).
+
+Every recorder runs at once, so each append wakes them all: they share the
+GIL as a server's threads do. Read the ratios between rows of one run.
 
     python bench/hops.py [--count 1000] [--rate 200]
 """
@@ -30,8 +38,10 @@ from pathlib import Path
 from watchdog.events import FileModifiedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from flask_pine_ws.watchtable import EventSource, Subscription, WatchTable
+
 IN_MODIFY = 0x2
-#: set by each recorder, so that the writer sleeps until all three have the append
+#: set by each recorder, so that the writer sleeps until all of them have the append
 DONE = threading.Event()
 
 
@@ -69,6 +79,22 @@ class Handler(FileSystemEventHandler):
             DONE.set()
 
 
+def event_waiter(wake: threading.Event, stamps: list[int],
+                 stop: threading.Event) -> threading.Thread:
+    """A thread that stamps each time ``wake`` wakes it (a watcher's thread)."""
+
+    def run() -> None:
+        while not stop.is_set():
+            if wake.wait(0.2):
+                wake.clear()
+                stamps.append(time.monotonic_ns())
+                DONE.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,21 +123,33 @@ def main() -> None:
 
         wake_thread = threading.Thread(target=waiter, daemon=True)
         wake_thread.start()
+        tables: list[tuple[WatchTable, Subscription]] = []
+        sources: tuple[EventSource, ...] = ("inotify", "watchdog")
+        table_stamps: list[list[int]] = []
+        table_threads: list[threading.Thread] = []
+        for source in sources:
+            table = WatchTable(polling=False, source=source)
+            table_wake = threading.Event()
+            tables.append((table, table.subscribe(str(path), table_wake)))
+            table_stamps.append([])
+            table_threads.append(event_waiter(table_wake, table_stamps[-1], stop))
         time.sleep(0.5)
-        results: dict[str, list[float]] = {"raw": [], "watchdog": [], "watchdog+event": []}
+        all_stamps = (raw, dog, woken, *table_stamps)
+        results: dict[str, list[float]] = {"raw": [], "watchdog": [], "watchdog+event": [],
+                                           "table+event": [], "table/watchdog+event": []}
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
             for _ in range(args.count):
-                for stamps in (raw, dog, woken):
+                for stamps in all_stamps:
                     stamps.clear()
                 t0 = time.monotonic_ns()
                 os.write(fd, b"x" * 99 + b"\n")
                 # a blocking wait, not a poll: the main thread holds no GIL meanwhile
                 deadline = time.monotonic() + 1
-                while not (raw and dog and woken) and time.monotonic() < deadline:
+                while not all(all_stamps) and time.monotonic() < deadline:
                     DONE.wait(0.05)
                     DONE.clear()
-                for name, stamps in zip(results, (raw, dog, woken), strict=True):
+                for name, stamps in zip(results, all_stamps, strict=True):
                     if stamps:
                         results[name].append((stamps[0] - t0) / 1e3)
                 time.sleep(1 / args.rate)
@@ -120,11 +158,13 @@ def main() -> None:
             stop.set()
             observer.stop()
             observer.join(5)
-            raw_thread.join(5)
-            wake_thread.join(5)
+            for table, sub in tables:
+                table.unsubscribe(sub)
+            for thread in (raw_thread, wake_thread, *table_threads):
+                thread.join(5)
     for name, values in results.items():
         values.sort()
-        print(f"{name:15} p50 {statistics.median(values):7.0f} us   p99 "
+        print(f"{name:21} p50 {statistics.median(values):7.0f} us   p99 "
               f"{values[int(0.99 * (len(values) - 1))]:7.0f} us   ({len(values)} appends)")
 
 
