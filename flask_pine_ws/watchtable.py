@@ -1,57 +1,79 @@
 """The watch table: how a process learns that a followed file may have changed.
 
-:class:`WatchTable` owns the one watchdog Observer of the process and the
-watches it holds, and nothing about reading files (that is :mod:`.follower`).
-A watcher subscribes its path with a :class:`threading.Event`; the table sets
-that event whenever the path may have changed, and the watcher reads.
+:class:`WatchTable` owns the process's event source and the watches it
+holds, and nothing about reading files (that is :mod:`.follower`). A watcher
+subscribes its path with a :class:`threading.Event`; the table sets that
+event whenever the path may have changed, and the watcher reads.
 
-Kernel and library facts this module is built around (read from watchdog's sources):
+Kernel and library facts this module is built around (read from the kernel's
+``inotify(7)`` and watchdog's sources):
 
-- One Observer per process, created lazily on first use, so that under
-  gunicorn it is born in the worker, after the fork (a table inherited
-  through ``fork`` is dropped and built again: its threads did not survive).
-  It holds one inotify instance, whatever the number of watchers: the kernel
-  caps instances per user (``max_user_instances``, often 128).
+- On Linux the table reads inotify itself (:mod:`.inotify`): one instance
+  per process and one thread of its own (``pine-ws-watch``) that waits in
+  ``select`` on its descriptor, parses the records and sets the subscribers'
+  events right there. An append reaches the thread that sends it through one
+  hop. watchdog's observer took four more, each a thread handing over to the
+  next under the GIL (its reader thread, a delay queue, the emitter thread,
+  the dispatcher thread: ~0.3 ms at the median, ~1.4 ms at p99, measured by
+  ``bench/hops.py``). Elsewhere (no inotify) a watchdog Observer is the
+  source, with the same handler per watch.
+- The source is created lazily, on first use, so that under gunicorn it is
+  born in the worker, after the fork (a table inherited through ``fork`` is
+  dropped and built again: its thread did not survive, and removing its
+  watches would remove the parent's, which shares the instance). One
+  instance, whatever the number of watchers: the kernel caps instances per
+  user (``max_user_instances``, often 128).
 - One watch per *directory*, never per file: watching a file really watches
   its directory, and only the directory sees a rotation (a rename, a new file
   with the same name). The watch is shared by every subscriber of that
-  directory and reference counted: the first subscriber schedules it (with
-  the watch's one handler, below), the others join its groups, and the last
-  one to leave unschedules it.
-- Every watch uses the same ``event_filter``: two filters on one directory of
-  one inotify instance overwrite each other's kernel mask. The filter leaves
-  out open/close-without-write events, which the watchers' own reads cause.
+  directory and reference counted: the first subscriber adds it, the others
+  join its groups, and the last one to leave removes it.
+- Every watch uses the same event mask (:data:`.inotify.DIRECTORY_MASK`, and
+  :data:`EVENT_FILTER` for watchdog): two masks on one directory of one
+  instance overwrite each other. It leaves out open and close-without-write
+  events, which the watchers' own reads cause. ``inotify_add_watch`` returns
+  the same descriptor for the same inode: a directory renamed under a watcher
+  and watched again under its new path shares it, so a descriptor maps to
+  its watches and is removed with the last one.
+- The watched directory itself removed or renamed (``IN_DELETE_SELF``,
+  ``IN_MOVE_SELF``, ``IN_IGNORED``): its watch is dead, every subscriber
+  moves. watchdog asks for no ``IN_MOVE_SELF``: there a renamed directory is
+  only seen by the safety check.
+- A full kernel queue (``max_queued_events``) drops events and queues
+  ``IN_Q_OVERFLOW``: the table wakes every subscriber (logged once), which
+  reads whatever it missed.
 - One handler per watch, dispatching per *path*: the subscribers of one
   watched directory are grouped by the name they follow, so a file event
   costs one dictionary lookup and one call per interested party, not one
-  handler call per subscriber (watchdog calls every handler of a watch for
-  every event: with a handler per subscriber, one append to a file that
-  1,000 clients follow cost 1,000 calls on the observer thread, under the
-  GIL, before the first byte was read).
+  call per subscriber (with watchdog, a handler per subscriber meant, for one
+  append to a file that 1,000 clients follow, 1,000 calls on the observer
+  thread, under the GIL, before the first byte was read).
 - A subscriber can be *relayed* (:meth:`WatchTable.relay`): while a watcher
   is parked on a :mod:`.broadcast` hub, the table signals the hub instead of
   the watcher, once per event for all the subscribers relayed to it, and
   never calls the parked watchers at all. Only what a watcher must handle
   itself (its directory removed, moved, or appearing) still wakes it.
-- Handlers run on the observer's thread under its lock: they only set events
-  (never I/O, never this table's lock, so scheduling under our lock cannot
-  deadlock against a dispatch). They read the groups without a lock: what
-  they read is rebuilt, never changed in place (copy on write, under the
-  table's lock), so a dispatch sees either the old or the new state.
+- Dispatching (on the table's thread, or watchdog's under its lock) only sets
+  events: never I/O, never this table's lock, so adding a watch under our
+  lock cannot deadlock against a dispatch. It reads the groups without a
+  lock: what it reads is rebuilt, never changed in place (copy on write,
+  under the table's lock), so a dispatch sees either the old or the new
+  state.
 - A directory that does not exist cannot be watched: its nearest existing
   ancestor is watched instead, and the subscriber moves down as the
   directories appear (``mkdir -p`` while a watcher waits). A watched directory
   that is removed stops its watch; the subscriber is told to move.
 - Polling (``PINE_WS_POLLING``): ``True`` always (NFS, CIFS, some Docker
   volumes send no events), ``False`` never, ``"auto"`` where inotify is refused
-  (``EMFILE``: instance limit, ``ENOSPC``: watch limit). One thread per
-  process stats the polled paths every ``PINE_WS_POLL_INTERVAL`` seconds.
+  (``EMFILE``: instance limit, ``ENOSPC``: watch limit). The table's thread
+  stats the polled paths every ``PINE_WS_POLL_INTERVAL`` seconds (it waits on
+  the inotify descriptor with that timeout).
 - The same thread makes a rare safety check (``PINE_WS_SAFETY_INTERVAL``) of
-  every path: a full kernel queue drops events with only a log line, so it
-  wakes the watchers whose file differs from what they have read. It wakes
-  only those, and stats each path once per check (or poll), whatever the
-  number of its subscribers: 1,000 idle watchers of one file cost one
-  ``stat`` and 1,000 tuple comparisons.
+  every path: an event can be lost (a rename on another host, a queue
+  overflow), so it wakes the watchers whose file differs from what they have
+  read. It wakes only those, and stats each path once per check (or poll),
+  whatever the number of its subscribers: 1,000 idle watchers of one file
+  cost one ``stat`` and 1,000 tuple comparisons.
 """
 
 from __future__ import annotations
@@ -239,7 +261,7 @@ class _Watch:
         self.prefix = os.path.join(path, "")
         self.observed: ObservedWatch | None = None  # a watchdog watch
         self.wd = -1  # an inotify watch descriptor; -1 and observed None: polled
-        #: wake path -> group; replaced, never changed in place (read by the observer thread).
+        #: wake path -> group; replaced, never changed in place (read by the event thread).
         self.groups: dict[str, _Group] = {}
         self.count = 0  # subscribers, over every group
         self.dead = False
@@ -303,7 +325,7 @@ class _Watch:
 
 
 class WatchTable:
-    """The process's watches: one Observer, one reference-counted watch per directory.
+    """The process's watches: one event source, one reference-counted watch per directory.
 
     Use :meth:`current` to get the process's table. Thread-safe.
 
@@ -388,7 +410,7 @@ class WatchTable:
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop signalling ``sub``; the last subscriber of a directory unschedules its watch.
 
-        When no subscriber is left, the observer and the ticker stop too, so
+        When no subscriber is left, the event source and the table's thread stop too, so
         an idle process holds no watcher thread. Idempotent.
         """
         stopped: list[threading.Thread] = []
