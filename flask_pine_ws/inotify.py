@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import enum
 import errno
+import math
 import os
 import select
 import struct
@@ -157,6 +158,11 @@ class Inotify:
             os.close(fd)
             raise
         self._fd: int = fd
+        # poll, not select: in a server with thousands of sockets the
+        # descriptor, created on first use, is often above select's 1024
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        self._poll.register(self._wake, select.POLLIN)
 
     @property
     def closed(self) -> bool:
@@ -200,15 +206,17 @@ class Inotify:
         """Block until events, :meth:`wake` or ``timeout`` seconds; the events read (maybe none)."""
         if self._fd < 0:
             return []
-        ready = select.select([self._fd, self._wake], [], [], timeout)[0]
-        if self._wake in ready:
-            try:
-                os.eventfd_read(self._wake)
-            except BlockingIOError:
-                pass
-        if self._fd in ready:
-            return self.read()
-        return []
+        ready = self._poll.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+        events: list[InotifyEvent] = []
+        for fd, _ in ready:
+            if fd == self._wake:
+                try:
+                    os.eventfd_read(self._wake)
+                except BlockingIOError:
+                    pass
+            elif fd == self._fd:
+                events = self.read()
+        return events
 
     def wake(self) -> None:
         """Make a :meth:`wait` under way (or the next one) return now."""

@@ -10,7 +10,7 @@ Kernel and library facts this module is built around (read from the kernel's
 
 - On Linux the table reads inotify itself (:mod:`.inotify`): one instance
   per process and one thread of its own (``pine-ws-watch``) that waits in
-  ``select`` on its descriptor, parses the records and sets the subscribers'
+  ``poll`` on its descriptor, parses the records and sets the subscribers'
   events right there. An append reaches the thread that sends it through one
   hop. watchdog's observer took four more, each a thread handing over to the
   next under the GIL (its reader thread, a delay queue, the emitter thread,
@@ -426,7 +426,7 @@ class WatchTable:
             if thread is not threading.current_thread():
                 thread.join(2.0)
         if closing is not None:
-            # after the join: its thread is out of select(), the number is not reused under it
+            # after the join: its thread is out of poll(), the number is not reused under it
             closing.close()
 
     def refresh(self, sub: Subscription, *, force: bool = False) -> None:

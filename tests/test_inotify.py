@@ -135,6 +135,20 @@ def _drain_until(source: Inotify, last: Callable[[InotifyEvent], bool]) -> list[
     raise AssertionError(f"the awaited event did not come; seen {events}")
 
 
+def test_a_descriptor_above_1024_is_waited_on(tmp_path: Path) -> None:
+    """A server with thousands of sockets creates the instance late: past select's limit."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with Inotify() as source:
+            assert source.fileno() > 1024
+            source.add_watch(str(tmp_path))
+            (tmp_path / "late").touch()
+            assert collect(source, (Mask.CREATE, b"late"))[0] == (Mask.CREATE, b"late")
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_parse_records_built_by_hand() -> None:
     header = struct.Struct("iIII")
     name = b"app.log".ljust(16, b"\0")
