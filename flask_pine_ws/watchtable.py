@@ -649,7 +649,10 @@ class WatchTable:
                         return  # closed under us after a join timed out
                     raise
                 if events:
-                    self._deliver(events)
+                    try:
+                        self._deliver(events)
+                    except Exception:  # this thread is every watcher's only source: it goes on
+                        logger.exception("dispatching inotify events")
             kicked = kick.is_set()
             if kicked:
                 kick.clear()
@@ -663,7 +666,10 @@ class WatchTable:
             if poll:
                 next_poll = now + self.poll_interval
             if safety or poll:
-                self.check(everything=safety)
+                try:
+                    self.check(everything=safety)
+                except Exception:  # the next tick tries again
+                    logger.exception("the watch table's check")
 
     def _deliver(self, events: list[InotifyEvent]) -> None:
         """Signal the groups the records name (each name once per batch). Signals only, no lock."""
