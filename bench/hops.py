@@ -48,7 +48,9 @@ DONE = threading.Event()
 def raw_waiter(path: Path, stamps: list[int], stop: threading.Event) -> threading.Thread:
     libc = ctypes.CDLL(None, use_errno=True)
     fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    libc.inotify_add_watch(fd, str(path.parent).encode(), IN_MODIFY)
+    if fd < 0 or libc.inotify_add_watch(fd, str(path.parent).encode(), IN_MODIFY) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"inotify: {os.strerror(err)} (max_user_instances is per user)")
 
     def run() -> None:
         try:
