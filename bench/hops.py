@@ -17,10 +17,11 @@ all. This measures, in one process, the time from ``write()`` to:
 - ``table/watchdog+event``: the same on a table whose events come from
   watchdog's observer (``source="watchdog"``: other platforms).
 
-Every recorder runs at once, so each append wakes them all: they share the
-GIL as a server's threads do. Read the ratios between rows of one run.
+The recorders run at once, so each append wakes them all: they share the
+GIL as a server's threads do, and watchdog's four threads slow the others.
+Read the ratios between rows of one run; ``--only`` runs fewer of them.
 
-    python bench/hops.py [--count 1000] [--rate 200]
+    python bench/hops.py [--count 1000] [--rate 200] [--only raw,table]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from watchdog.events import FileModifiedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from flask_pine_ws.watchtable import EventSource, Subscription, WatchTable
 
@@ -97,72 +99,77 @@ def event_waiter(wake: threading.Event, stamps: list[int],
     return thread
 
 
+GROUPS = ("raw", "watchdog", "table", "table-watchdog")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--only", default=",".join(GROUPS),
+                        help="comma-separated recorders to run (fewer threads share the GIL): "
+                             + ", ".join(GROUPS))
     args = parser.parse_args()
+    groups = args.only.split(",")
+    if not set(groups) <= set(GROUPS):
+        parser.error(f"--only takes {', '.join(GROUPS)}")
     with tempfile.TemporaryDirectory(prefix="pine-hops-") as tmp:
         path = Path(tmp) / "app.log"
         path.touch()
-        raw: list[int] = []
-        dog: list[int] = []
-        woken: list[int] = []
         stop = threading.Event()
-        wake = threading.Event()
-        raw_thread = raw_waiter(path, raw, stop)
-        observer = Observer()
-        observer.schedule(Handler(path, dog, wake), tmp)
-        observer.start()
-
-        def waiter() -> None:
-            while not stop.is_set():
-                if wake.wait(0.2):
-                    wake.clear()
-                    woken.append(time.monotonic_ns())
-                    DONE.set()
-
-        wake_thread = threading.Thread(target=waiter, daemon=True)
-        wake_thread.start()
+        rows: dict[str, list[int]] = {}  # row -> the stamps of the current append
+        threads: list[threading.Thread] = []
+        observers: list[BaseObserver] = []
         tables: list[tuple[WatchTable, Subscription]] = []
-        sources: tuple[EventSource, ...] = ("inotify", "watchdog")
-        table_stamps: list[list[int]] = []
-        table_threads: list[threading.Thread] = []
-        for source in sources:
+        if "raw" in groups:
+            rows["raw"] = []
+            threads.append(raw_waiter(path, rows["raw"], stop))
+        if "watchdog" in groups:
+            rows["watchdog"], rows["watchdog+event"] = [], []
+            wake = threading.Event()
+            observer = Observer()
+            observer.schedule(Handler(path, rows["watchdog"], wake), tmp)
+            observer.start()
+            observers.append(observer)
+            threads.append(event_waiter(wake, rows["watchdog+event"], stop))
+        sources: dict[str, EventSource] = {"table": "inotify", "table-watchdog": "watchdog"}
+        for group, source in sources.items():
+            if group not in groups:
+                continue
+            name = "table+event" if source == "inotify" else "table/watchdog+event"
+            rows[name] = []
             table = WatchTable(polling=False, source=source)
             table_wake = threading.Event()
             tables.append((table, table.subscribe(str(path), table_wake)))
-            table_stamps.append([])
-            table_threads.append(event_waiter(table_wake, table_stamps[-1], stop))
+            threads.append(event_waiter(table_wake, rows[name], stop))
         time.sleep(0.5)
-        all_stamps = (raw, dog, woken, *table_stamps)
-        results: dict[str, list[float]] = {"raw": [], "watchdog": [], "watchdog+event": [],
-                                           "table+event": [], "table/watchdog+event": []}
+        results: dict[str, list[float]] = {name: [] for name in rows}
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
             for _ in range(args.count):
-                for stamps in all_stamps:
+                for stamps in rows.values():
                     stamps.clear()
                 t0 = time.monotonic_ns()
                 os.write(fd, b"x" * 99 + b"\n")
                 # a blocking wait, not a poll: the main thread holds no GIL meanwhile
                 deadline = time.monotonic() + 1
-                while not all(all_stamps) and time.monotonic() < deadline:
+                while not all(rows.values()) and time.monotonic() < deadline:
                     DONE.wait(0.05)
                     DONE.clear()
-                for name, stamps in zip(results, all_stamps, strict=True):
+                for name, stamps in rows.items():
                     if stamps:
                         results[name].append((stamps[0] - t0) / 1e3)
                 time.sleep(1 / args.rate)
         finally:
             os.close(fd)
             stop.set()
-            observer.stop()
-            observer.join(5)
+            for observer in observers:
+                observer.stop()
+                observer.join(5)
             for table, sub in tables:
                 table.unsubscribe(sub)
-            for thread in (raw_thread, wake_thread, *table_threads):
+            for thread in threads:
                 thread.join(5)
     for name, values in results.items():
         values.sort()
