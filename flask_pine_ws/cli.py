@@ -14,7 +14,7 @@ same code path.
 The app is built in the arbiter, before the fork, as with ``--preload``: the
 shutdown hook is therefore installed by gunicorn's ``post_worker_init``
 (:func:`flask_pine_ws.shutdown.post_worker_init`), and watch_file creates its
-observer lazily, in each worker, after the fork.
+inotify reader lazily, in each worker, after the fork.
 """
 
 from __future__ import annotations

@@ -1,60 +1,83 @@
 """The watch table: how a process learns that a followed file may have changed.
 
-:class:`WatchTable` owns the one watchdog Observer of the process and the
-watches it holds, and nothing about reading files (that is :mod:`.follower`).
-A watcher subscribes its path with a :class:`threading.Event`; the table sets
-that event whenever the path may have changed, and the watcher reads.
+:class:`WatchTable` owns the process's event source and the watches it
+holds, and nothing about reading files (that is :mod:`.follower`). A watcher
+subscribes its path with a :class:`threading.Event`; the table sets that
+event whenever the path may have changed, and the watcher reads.
 
-Kernel and library facts this module is built around (read from watchdog's sources):
+Kernel and library facts this module is built around (read from the kernel's
+``inotify(7)`` and watchdog's sources):
 
-- One Observer per process, created lazily on first use, so that under
-  gunicorn it is born in the worker, after the fork (a table inherited
-  through ``fork`` is dropped and built again: its threads did not survive).
-  It holds one inotify instance, whatever the number of watchers: the kernel
-  caps instances per user (``max_user_instances``, often 128).
+- On Linux the table reads inotify itself (:mod:`.inotify`): one instance
+  per process and one thread of its own (``pine-ws-watch``) that waits in
+  ``poll`` on its descriptor, parses the records and sets the subscribers'
+  events right there. An append reaches the thread that sends it through one
+  hop. watchdog's observer took four more, each a thread handing over to the
+  next under the GIL (its reader thread, a delay queue, the emitter thread,
+  the dispatcher thread: ~0.3 ms at the median, ~1.4 ms at p99, measured by
+  ``bench/hops.py``). Elsewhere (no inotify) a watchdog Observer is the
+  source, with the same handler per watch.
+- The source is created lazily, on first use, so that under gunicorn it is
+  born in the worker, after the fork (a table inherited through ``fork`` is
+  dropped and built again: its thread did not survive, and removing its
+  watches would remove the parent's, which shares the instance). One
+  instance, whatever the number of watchers: the kernel caps instances per
+  user (``max_user_instances``, often 128).
 - One watch per *directory*, never per file: watching a file really watches
   its directory, and only the directory sees a rotation (a rename, a new file
   with the same name). The watch is shared by every subscriber of that
-  directory and reference counted: the first subscriber schedules it (with
-  the watch's one handler, below), the others join its groups, and the last
-  one to leave unschedules it.
-- Every watch uses the same ``event_filter``: two filters on one directory of
-  one inotify instance overwrite each other's kernel mask. The filter leaves
-  out open/close-without-write events, which the watchers' own reads cause.
+  directory and reference counted: the first subscriber adds it, the others
+  join its groups, and the last one to leave removes it.
+- Every watch uses the same event mask (:data:`.inotify.DIRECTORY_MASK`, and
+  :data:`EVENT_FILTER` for watchdog): two masks on one directory of one
+  instance overwrite each other. It leaves out open and close-without-write
+  events, which the watchers' own reads cause. ``inotify_add_watch`` returns
+  the same descriptor for the same inode: a directory renamed under a watcher
+  and watched again under its new path shares it, so a descriptor maps to
+  its watches and is removed with the last one.
+- The watched directory itself removed or renamed (``IN_DELETE_SELF``,
+  ``IN_MOVE_SELF``, ``IN_IGNORED``): its watch is dead, every subscriber
+  moves. watchdog asks for no ``IN_MOVE_SELF``: there a renamed directory is
+  only seen by the safety check.
+- A full kernel queue (``max_queued_events``) drops events and queues
+  ``IN_Q_OVERFLOW``: the table wakes every subscriber (logged once), which
+  reads whatever it missed.
 - One handler per watch, dispatching per *path*: the subscribers of one
   watched directory are grouped by the name they follow, so a file event
   costs one dictionary lookup and one call per interested party, not one
-  handler call per subscriber (watchdog calls every handler of a watch for
-  every event: with a handler per subscriber, one append to a file that
-  1,000 clients follow cost 1,000 calls on the observer thread, under the
-  GIL, before the first byte was read).
+  call per subscriber (with watchdog, a handler per subscriber meant, for one
+  append to a file that 1,000 clients follow, 1,000 calls on the observer
+  thread, under the GIL, before the first byte was read).
 - One subscriber per followed path, usually: the path's :mod:`.feed`
   subscribes once for all the watchers of the file, and passes an event on
   to them, so an append costs the table one call however many follow it.
-- Handlers run on the observer's thread under its lock: they only set events
-  (never I/O, never this table's lock, so scheduling under our lock cannot
-  deadlock against a dispatch). They read the groups without a lock: what
-  they read is rebuilt, never changed in place (copy on write, under the
-  table's lock), so a dispatch sees either the old or the new state.
+- Dispatching (on the table's thread, or watchdog's under its lock) only sets
+  events: never I/O, never this table's lock, so adding a watch under our
+  lock cannot deadlock against a dispatch. It reads the groups without a
+  lock: what it reads is rebuilt, never changed in place (copy on write,
+  under the table's lock), so a dispatch sees either the old or the new
+  state.
 - A directory that does not exist cannot be watched: its nearest existing
   ancestor is watched instead, and the subscriber moves down as the
   directories appear (``mkdir -p`` while a watcher waits). A watched directory
   that is removed stops its watch; the subscriber is told to move.
 - Polling (``PINE_WS_POLLING``): ``True`` always (NFS, CIFS, some Docker
   volumes send no events), ``False`` never, ``"auto"`` where inotify is refused
-  (``EMFILE``: instance limit, ``ENOSPC``: watch limit). One thread per
-  process stats the polled paths every ``PINE_WS_POLL_INTERVAL`` seconds.
+  (``EMFILE``: instance limit, ``ENOSPC``: watch limit). The table's thread
+  stats the polled paths every ``PINE_WS_POLL_INTERVAL`` seconds (it waits on
+  the inotify descriptor with that timeout).
 - The same thread makes a rare safety check (``PINE_WS_SAFETY_INTERVAL``) of
-  every path: a full kernel queue drops events with only a log line, so it
-  wakes the watchers whose file differs from what they have read. It wakes
-  only those, and stats each path once per check (or poll), whatever the
-  number of its subscribers: 1,000 idle watchers of one file cost one
-  ``stat`` and 1,000 tuple comparisons.
+  every path: an event can be lost (a rename on another host, a queue
+  overflow), so it wakes the watchers whose file differs from what they have
+  read. It wakes only those, and stats each path once per check (or poll),
+  whatever the number of its subscribers: 1,000 idle watchers of one file
+  cost one ``stat`` and 1,000 tuple comparisons.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -78,6 +101,8 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from .config import setting
 from .errors import PineWSError
+from .inotify import AVAILABLE as INOTIFY_AVAILABLE
+from .inotify import SELF_GONE, Inotify, InotifyEvent, Mask
 
 if TYPE_CHECKING:
     from .follower import Position
@@ -87,6 +112,12 @@ Polling = Literal["auto"] | bool
 
 #: How a table watches now (its stats): nothing, all by inotify, all polled, or both.
 TableMode = Literal["idle", "inotify", "polling", "mixed"]
+
+#: Where a table's events come from: its own inotify descriptor, read on its
+#: one thread (Linux), or a watchdog Observer (elsewhere).
+EventSource = Literal["inotify", "watchdog"]
+
+logger = logging.getLogger(__name__)
 
 #: The one event filter of every watch (see the module docstring).
 EVENT_FILTER: list[type[FileSystemEvent]] = [
@@ -200,23 +231,14 @@ class _Dispatch(FileSystemEventHandler):
         watch = self.watch
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        groups = watch.groups
         if watch.path in (src, dest):
             # The watched directory itself was removed or moved: its watch is
             # dead (watchdog stops it); every subscriber must move.
-            watch.dead = True
-            for every in groups.values():
-                for sub in every.members:
-                    sub.move()
+            watch.gone()
             return
-        for name in (src, dest):
-            group = groups.get(name)
-            if group is None:
-                continue
-            for target in group.targets:
-                target()
-            for sub in group.movers:  # a missing directory on the way appeared
-                sub.move()
+        watch.signal(src)
+        if dest:
+            watch.signal(dest)
 
 
 class _Watch:
@@ -225,8 +247,11 @@ class _Watch:
     def __init__(self, path: str, ident: tuple[int, int]) -> None:
         self.path = path
         self.ident = ident
-        self.observed: ObservedWatch | None = None  # None: polled
-        #: wake path -> group; replaced, never changed in place (read by the observer thread).
+        #: ``watch.path + "/"``: an inotify event's name joined to it is a wake path.
+        self.prefix = os.path.join(path, "")
+        self.observed: ObservedWatch | None = None  # a watchdog watch
+        self.wd = -1  # an inotify watch descriptor; -1 and observed None: polled
+        #: wake path -> group; replaced, never changed in place (read by the event thread).
         self.groups: dict[str, _Group] = {}
         self.count = 0  # subscribers, over every group
         self.dead = False
@@ -234,7 +259,34 @@ class _Watch:
 
     @property
     def polled(self) -> bool:
-        return self.observed is None
+        return self.observed is None and self.wd < 0
+
+    # -- on the event thread: signals only, no lock (see _Group) -------------
+
+    def signal(self, path: str) -> None:
+        """``path`` in the directory changed: signal its group."""
+        group = self.groups.get(path)
+        if group is None:
+            return
+        for target in group.targets:
+            target()
+        for sub in group.movers:  # a missing directory on the way appeared
+            sub.move()
+
+    def gone(self) -> None:
+        """The directory itself was removed or moved: the watch is dead, every subscriber moves."""
+        self.dead = True
+        for every in self.groups.values():
+            for sub in every.members:
+                sub.move()
+
+    def signal_all(self) -> None:
+        """Events were lost (the kernel's queue overflowed): every subscriber looks again."""
+        for group in self.groups.values():
+            for target in group.targets:
+                target()
+            for sub in group.movers:
+                sub.move()
 
     def subs(self) -> list[Subscription]:
         return [sub for group in self.groups.values() for sub in group.members]
@@ -263,21 +315,27 @@ class _Watch:
 
 
 class WatchTable:
-    """The process's watches: one Observer, one reference-counted watch per directory.
+    """The process's watches: one event source, one reference-counted watch per directory.
 
     Use :meth:`current` to get the process's table. Thread-safe.
 
     :param polling: ``"auto"``, ``True`` or ``False`` (see :func:`parse_polling`).
     :param poll_interval: seconds between stats of polled paths.
     :param safety_interval: seconds between safety checks of every path.
+    :param source: ``"inotify"`` (the table reads an inotify descriptor on
+        its own thread) or ``"watchdog"`` (a watchdog Observer); ``None``:
+        inotify where the platform has it, else watchdog.
     """
 
     _current: ClassVar[WatchTable | None] = None
     _current_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, *, polling: object = "auto", poll_interval: float = 1.0,
-                 safety_interval: float = 30.0) -> None:
+                 safety_interval: float = 30.0, source: EventSource | None = None) -> None:
         self.polling = parse_polling(polling)
+        if source is None:
+            source = "inotify" if INOTIFY_AVAILABLE else "watchdog"
+        self.source: EventSource = source
         if poll_interval <= 0 or safety_interval <= 0:
             raise ValueError("poll_interval and safety_interval must be > 0")
         self.poll_interval = float(poll_interval)
@@ -287,6 +345,12 @@ class WatchTable:
         self._watches: dict[str, _Watch] = {}
         self._subs: set[Subscription] = set()
         self._observer: BaseObserver | None = None
+        self._inotify: Inotify | None = None
+        #: watch descriptor -> its watches (two only when one inode has two
+        #: paths, e.g. a directory renamed under a watcher); replaced, never
+        #: changed in place (read by the table's thread without the lock).
+        self._wds: dict[int, tuple[_Watch, ...]] = {}
+        self._overflow_logged = False
         self._inotify_refused: str | None = None
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
@@ -336,20 +400,24 @@ class WatchTable:
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop signalling ``sub``; the last subscriber of a directory unschedules its watch.
 
-        When no subscriber is left, the observer and the ticker stop too, so
+        When no subscriber is left, the event source and the table's thread stop too, so
         an idle process holds no watcher thread. Idempotent.
         """
         stopped: list[threading.Thread] = []
+        closing: Inotify | None = None
         with self._lock:
             if sub not in self._subs:
                 return
             self._subs.discard(sub)
             self._detach(sub)
             if not self._subs:
-                stopped = self._stop_threads()
+                stopped, closing = self._stop_threads()
         for thread in stopped:
             if thread is not threading.current_thread():
                 thread.join(2.0)
+        if closing is not None:
+            # after the join: its thread is out of poll(), the number is not reused under it
+            closing.close()
 
     def refresh(self, sub: Subscription, *, force: bool = False) -> None:
         """Move ``sub`` to the right watch if its directory appeared, vanished or changed.
@@ -404,9 +472,15 @@ class WatchTable:
                                   "PINE_WS_POLLING is False")
             return
         try:
-            observer = self._observer or self._start_observer()
-            watch.observed = observer.schedule(watch.handler, watch.path, recursive=False,
-                                               event_filter=EVENT_FILTER)
+            if self.source == "inotify":
+                source = self._inotify or self._start_inotify()
+                wd = source.add_watch(watch.path)  # ENOSPC at the watch limit
+                watch.wd = wd
+                self._wds = {**self._wds, wd: (*self._wds.get(wd, ()), watch)}
+            else:
+                observer = self._observer or self._start_observer()
+                watch.observed = observer.schedule(watch.handler, watch.path, recursive=False,
+                                                   event_filter=EVENT_FILTER)
         except OSError as exc:
             if exc.errno not in _REFUSED:
                 raise
@@ -418,12 +492,18 @@ class WatchTable:
                     "PINE_WS_POLLING to 'auto' or True") from exc
             if exc.errno != errno.ENOSPC:
                 self._inotify_refused = reason  # no instance at all: poll everything from now on
-            self._ticker_kick.set()
+            self._kick()
+
+    def _start_inotify(self) -> Inotify:
+        source = Inotify()  # inotify_init1: EMFILE at the instance limit
+        self._inotify = source
+        self._kick()  # a running thread waits on it from now on
+        return source
 
     def _start_observer(self) -> BaseObserver:
-        from watchdog.observers.inotify import InotifyObserver
+        from watchdog.observers import Observer
 
-        observer = InotifyObserver()  # inotify_init: EMFILE at the instance limit
+        observer = Observer()  # inotify_init where it is inotify: EMFILE at the instance limit
         observer.name = "pine-ws-observer"
         observer.daemon = True
         try:
@@ -460,10 +540,23 @@ class WatchTable:
                 self._observer.unschedule(watch.observed)
             except KeyError:
                 pass  # unscheduled already
+        wd = watch.wd
+        if wd >= 0 and self._inotify is not None:
+            rest = tuple(w for w in self._wds.get(wd, ()) if w is not watch)
+            if rest:  # the same directory under another path keeps the kernel's watch
+                self._wds = {**self._wds, wd: rest}
+            else:
+                self._wds = {k: v for k, v in self._wds.items() if k != wd}
+                try:
+                    self._inotify.rm_watch(wd)
+                except OSError:
+                    logger.exception("inotify_rm_watch of %s", watch.path)
         watch.observed = None
+        watch.wd = -1
         watch.dead = True
 
-    def _stop_threads(self) -> list[threading.Thread]:
+    def _stop_threads(self) -> tuple[list[threading.Thread], Inotify | None]:
+        """Stop the event source and the thread: the threads to join, then the fd to close."""
         threads: list[threading.Thread] = []
         if self._observer is not None:
             self._observer.stop()
@@ -471,13 +564,20 @@ class WatchTable:
             self._observer = None
         if self._ticker is not None:
             self._ticker_stop.set()
-            self._ticker_kick.set()
+            self._kick()
             threads.append(self._ticker)
             self._ticker = None
+        closing, self._inotify, self._wds = self._inotify, None, {}
         self._inotify_refused = None  # limits may have been raised meanwhile: try again next time
-        return threads
+        return threads, closing
 
-    # -- the polling and safety thread ---------------------------------------
+    def _kick(self) -> None:
+        """Wake the table's thread: it looks again at what to wait on, and polls now."""
+        self._ticker_kick.set()
+        if self._inotify is not None:
+            self._inotify.wake()
+
+    # -- the table's thread: inotify events, polling and safety checks -------
 
     def _ensure_ticker(self) -> None:
         with self._lock:
@@ -485,29 +585,95 @@ class WatchTable:
                 return
             self._ticker_stop = threading.Event()
             self._ticker_kick = threading.Event()
-            self._ticker = threading.Thread(target=self._tick_loop, name="pine-ws-watch-ticker",
+            self._ticker = threading.Thread(target=self._tick_loop, name="pine-ws-watch",
                                             args=(self._ticker_stop, self._ticker_kick),
                                             daemon=True)
             self._ticker.start()
 
     def _tick_loop(self, stop: threading.Event, kick: threading.Event) -> None:
-        next_safety = time.monotonic() + self.safety_interval
+        """Wait on the inotify descriptor (or the kick), dispatch; poll and check when due.
+
+        The one thread between the kernel and a subscriber's event: it reads
+        the inotify records and signals their groups itself, with no queue in
+        between.
+        """
+        now = time.monotonic()
+        next_safety = now + self.safety_interval
+        next_poll = now + self.poll_interval
         while not stop.is_set():
             with self._lock:
                 any_polled = any(w.polled for w in self._watches.values())
+                source = self._inotify
             now = time.monotonic()
             timeout = next_safety - now
             if any_polled:
-                timeout = min(timeout, self.poll_interval)
-            kick.wait(max(0.0, timeout))
-            kick.clear()
+                timeout = min(timeout, next_poll - now)
+            timeout = max(0.0, timeout)
+            if source is None:
+                kick.wait(timeout)
+            else:
+                try:
+                    events = source.wait(timeout)
+                except (OSError, ValueError):
+                    if stop.is_set():
+                        return  # closed under us after a join timed out
+                    raise
+                if events:
+                    try:
+                        self._deliver(events)
+                    except Exception:  # this thread is every watcher's only source: it goes on
+                        logger.exception("dispatching inotify events")
+            kicked = kick.is_set()
+            if kicked:
+                kick.clear()
             if stop.is_set():
                 return
             now = time.monotonic()
             safety = now >= next_safety
             if safety:
                 next_safety = now + self.safety_interval
-            self.check(everything=safety)
+            poll = kicked or (any_polled and now >= next_poll)
+            if poll:
+                next_poll = now + self.poll_interval
+            if safety or poll:
+                try:
+                    self.check(everything=safety)
+                except Exception:  # the next tick tries again
+                    logger.exception("the watch table's check")
+
+    def _deliver(self, events: list[InotifyEvent]) -> None:
+        """Signal the groups the records name (each name once per batch). Signals only, no lock."""
+        wds = self._wds
+        seen: set[tuple[int, bytes]] = set()
+        for event in events:
+            if event.mask & Mask.Q_OVERFLOW:
+                self._overflowed()
+                continue
+            watches = wds.get(event.wd)
+            if watches is None:
+                continue  # a watch removed meanwhile (its IN_IGNORED, or events before it)
+            if not event.name:
+                if event.mask & SELF_GONE:
+                    for watch in watches:
+                        watch.gone()
+                continue
+            key = (event.wd, event.name)
+            if key in seen:
+                continue
+            seen.add(key)
+            name = os.fsdecode(event.name)
+            for watch in watches:
+                watch.signal(watch.prefix + name)
+
+    def _overflowed(self) -> None:
+        """The kernel's queue overflowed: events were lost, every subscriber reads again."""
+        if not self._overflow_logged:
+            self._overflow_logged = True
+            logger.warning("the inotify event queue overflowed (fs.inotify.max_queued_events): "
+                           "every watcher of this process looks at its file again")
+        for watches in self._wds.values():
+            for watch in watches:
+                watch.signal_all()
 
     def check(self, *, everything: bool = True) -> int:
         """Stat watched paths and wake the subscribers whose file differs from what they read.
@@ -573,7 +739,8 @@ class WatchTable:
                 "mode": mode,
                 "polling": self.polling,
                 "inotify_refused": self._inotify_refused,
-                "observers": 0 if self._observer is None else 1,
+                # the event source: the table's inotify instance or a watchdog Observer
+                "observers": int(self._observer is not None or self._inotify is not None),
                 "watches": watches,
                 "polled_watches": polled,
                 "subscribers": len(self._subs),

@@ -440,8 +440,8 @@ def test_one_observer_and_one_watch_for_many_watchers(
         assert s["table"]["watches"] == 1
         assert s["table"]["mode"] == "inotify"
         assert s["table"]["dirs"] == [str(tmp_path.resolve())]
-        assert s["threads"].count("pine-ws-observer") == 1
-        assert s["threads"].count("pine-ws-watch-ticker") == 1
+        assert s["threads"].count("pine-ws-watch") == 1
+        assert "pine-ws-observer" not in s["threads"]  # no watchdog thread on Linux
         for i, p in enumerate(logs):
             append(p, f"to {i}\n")
         for i, ws in enumerate(clients):
@@ -449,7 +449,7 @@ def test_one_observer_and_one_watch_for_many_watchers(
     wait_for(lambda: stats(srv)["table"]["subscribers"] == 0, what="all gone")
     s = stats(srv)
     assert (s["table"]["watches"], s["table"]["observers"]) == (0, 0)
-    assert "pine-ws-observer" not in s["threads"]
+    assert "pine-ws-watch" not in s["threads"]
 
 
 def test_polling_mode_follows_and_rotates(server: ServerFactory, tmp_path: Path) -> None:
@@ -523,7 +523,7 @@ def test_client_leaving_releases_thread_fd_and_watch(
         stats(srv)  # an HTTP request of its own; its socket may linger a moment
         return threads_of(pid), fds_of(pid)
 
-    wait_for(lambda: "pine-ws-observer" not in stats(srv)["threads"], what="observer gone")
+    wait_for(lambda: "pine-ws-watch" not in stats(srv)["threads"], what="watch thread gone")
     base = settled()
     seen: list[tuple[int, int]] = []
     with contextlib.ExitStack() as stack:

@@ -27,9 +27,11 @@ WAIT = 30.0  # generous: a noisy shared machine
 INOTIFY_REFUSED = "inotify refused here (per-user instance limit?): the table fell back to polling"
 
 
-@pytest.fixture
-def table() -> Iterator[WatchTable]:
-    t = WatchTable(polling="auto", poll_interval=0.2, safety_interval=30)
+@pytest.fixture(params=["inotify", "watchdog"])
+def table(request: pytest.FixtureRequest) -> Iterator[WatchTable]:
+    """A table on each event source: its own inotify descriptor, and watchdog's
+    Observer (what other platforms use; inotify underneath here)."""
+    t = WatchTable(polling="auto", poll_interval=0.2, safety_interval=30, source=request.param)
     subs: list[Subscription] = []
     original = t.subscribe
 
@@ -178,6 +180,36 @@ def test_directory_removed_and_created_again(table: WatchTable, tmp_path: Path) 
     settle(table, d, ev)
     (d / "app.log").write_text("again")
     assert signalled(ev)
+
+
+def test_watched_directory_renamed_away(tmp_path: Path) -> None:
+    """The kernel's watch follows the inode: the subscriber must move back to the path.
+
+    On the table's own inotify descriptor, told at once (no safety check to
+    hide behind); watchdog's observer asks for no ``IN_MOVE_SELF``: there only
+    the safety check sees the rename.
+    """
+    t = WatchTable(polling=False, safety_interval=3600, source="inotify")
+    d = tmp_path / "logs"
+    d.mkdir()
+    ev = threading.Event()
+    sub = t.subscribe(str(d / "app.log"), ev)
+    try:
+        settle(t, d, ev)
+        d.rename(tmp_path / "logs.old")
+        assert signalled(ev) and sub.needs_refresh
+        t.refresh(sub)
+        assert t.stats()["dirs"] == [str(tmp_path)]
+        (tmp_path / "logs.old" / "app.log").write_text("not followed: renamed away")
+        d.mkdir()
+        assert signalled(ev)
+        t.refresh(sub)
+        assert t.stats()["dirs"] == [str(d)]
+        settle(t, d, ev)
+        (d / "app.log").write_text("again")
+        assert signalled(ev)
+    finally:
+        t.unsubscribe(sub)
 
 
 def test_polling_follows_missing_directories_down(tmp_path: Path) -> None:
