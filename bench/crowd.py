@@ -31,8 +31,8 @@ from typing import Any
 
 import procstat
 from clients import RecordSink, Stream
-from lines import LINE_BYTES, append, marker_line
-from measure import ms, settled, wait_for, warm_up
+from lines import LINE_BYTES, append, marker_line, probe_line
+from measure import ms, settled, wait_for
 from targets import Target
 
 Result = dict[str, Any]
@@ -145,7 +145,8 @@ async def backlog(cls: type[Target], workdir: Path, clients: int, lines: int = 1
 
 async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 20,
                    rate: float = 4.0, idle: float = 10.0, concurrency: int = 500,
-                   connect_timeout: float = 300.0) -> Result:
+                   connect_timeout: float = 240.0, follow_timeout: float = 90.0,
+                   deliver_timeout: float = 30.0) -> Result:
     """``count`` idle watchers of one file; then ``appends`` lines, each to every one."""
     path = workdir / "watchers.log"
     path.touch()
@@ -156,7 +157,7 @@ async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 
         streams, made, connect_s = await connect_many(target, count, concurrency,
                                                       connect_timeout)
         sinks = _sinks(streams)
-        never = await warm_up(path, sinks, timeout=120)
+        never = await follow_all(path, sinks, timeout=follow_timeout)
         await asyncio.sleep(0.5)
         pids = target.pids(streams)
         settle = await settled(pids)
@@ -174,7 +175,7 @@ async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 
             line = marker_line(f"watch-{k}", time.monotonic_ns())
             written.append((line.rstrip(b"\n"), append(path, line)))
         want = [line for line, _ in written]
-        await wait_for(_all_have(sinks, appends), 60, step=0.02)
+        await wait_for(_all_have(sinks, appends), deliver_timeout, step=0.02)
         await asyncio.sleep(0.3)  # anything more would be a line sent twice
         lasts: list[float] = []
         medians: list[float] = []
@@ -205,6 +206,33 @@ async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 
         await drop(made)
         await target.stop()
         path.unlink(missing_ok=True)
+
+
+async def follow_all(path: Path, sinks: list[RecordSink], timeout: float) -> int:
+    """Probe lines until every client has one, then until each has the last; returns the
+    clients that never had one.
+
+    Patient where :func:`measure.warm_up` is quick: one probe to ten thousand
+    clients may take seconds, and a probe every few hundred milliseconds would
+    pile up lines the measurement then waits behind. A next probe only when
+    the last one has reached every client that will get it (no new arrival
+    for a second) and some still have none.
+    """
+    deadline = time.monotonic() + timeout
+    k = 0
+    while time.monotonic() < deadline:
+        k += 1
+        append(path, probe_line(10**6 + k))  # apart from measure's probe numbers
+        seen = -1
+        while time.monotonic() < deadline:
+            now = sum(s.last_probe >= 10**6 + k for s in sinks)
+            if now == len(sinks) or now == seen:
+                break
+            seen = now
+            await asyncio.sleep(1.0)
+        if all(s.last_probe >= 10**6 + k for s in sinks):
+            return 0
+    return sum(not s.probed for s in sinks)
 
 
 def _index(sink: RecordSink, line: bytes) -> list[int]:

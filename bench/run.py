@@ -137,7 +137,8 @@ async def step(name: str, what: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the next step
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    print(f"    {name}: {time.monotonic() - t0:.1f} s  {report.brief(name, result)}", flush=True)
+    seconds = time.monotonic() - t0
+    print(f"    {name}: {seconds:.1f} s  {report.brief(name.split()[0], result)}", flush=True)
     return result
 
 
