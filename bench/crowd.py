@@ -145,7 +145,7 @@ async def backlog(cls: type[Target], workdir: Path, clients: int, lines: int = 1
 
 async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 20,
                    rate: float = 4.0, idle: float = 10.0, concurrency: int = 500,
-                   connect_timeout: float = 240.0, follow_timeout: float = 90.0,
+                   connect_timeout: float = 240.0, follow_timeout: float = 60.0,
                    deliver_timeout: float = 30.0) -> Result:
     """``count`` idle watchers of one file; then ``appends`` lines, each to every one."""
     path = workdir / "watchers.log"
@@ -208,7 +208,8 @@ async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 
         path.unlink(missing_ok=True)
 
 
-async def follow_all(path: Path, sinks: list[RecordSink], timeout: float) -> int:
+async def follow_all(path: Path, sinks: list[RecordSink], timeout: float,
+                     quiet: float = 5.0) -> int:
     """Probe lines until every client has one, then until each has the last; returns the
     clients that never had one.
 
@@ -216,20 +217,21 @@ async def follow_all(path: Path, sinks: list[RecordSink], timeout: float) -> int
     clients may take seconds, and a probe every few hundred milliseconds would
     pile up lines the measurement then waits behind. A next probe only when
     the last one has reached every client that will get it (no new arrival
-    for a second) and some still have none.
+    for ``quiet`` seconds) and some still have none.
     """
     deadline = time.monotonic() + timeout
     k = 0
     while time.monotonic() < deadline:
         k += 1
         append(path, probe_line(10**6 + k))  # apart from measure's probe numbers
-        seen = -1
+        seen, since = -1, time.monotonic()
         while time.monotonic() < deadline:
             now = sum(s.last_probe >= 10**6 + k for s in sinks)
-            if now == len(sinks) or now == seen:
+            if now == len(sinks) or (now == seen and time.monotonic() - since > quiet):
                 break
-            seen = now
-            await asyncio.sleep(1.0)
+            if now != seen:
+                seen, since = now, time.monotonic()
+            await asyncio.sleep(0.1)
         if all(s.last_probe >= 10**6 + k for s in sinks):
             return 0
     return sum(not s.probed for s in sinks)

@@ -430,6 +430,7 @@ def write_docs(results: Results, docs: Path) -> Path:
     """docs/benchmarks.md and its plots, from one run's results."""
     plots(results, docs / "img")
     m = results["machine"]
+    plan = results["plan"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     text = f"""# Benchmarks
 
@@ -464,6 +465,20 @@ The client is one asyncio process on the `websockets` package's sans-I/O
 protocol (a callback per message), which offers permessage-deflate as a browser
 does. Each test first appends probe lines until every client has
 seen one (each is following the file), then measures.
+
+Then the crowds (`bench/crowd.py`), each target started again for them:
+
+- **backlog**: a file of 10,000 lines, and {plan.get('backlog_clients', 1000):,} clients
+  connecting at once, each asking for the last {plan.get('backlog_lines', 10)} lines (the
+  floor's `?lines=`, `watch_file(path, conn, lines=10)`, frontail's `-n 10`, `tail -n10 -F`
+  under websocketd); each client's lines are checked against the file's, then one line
+  appended must reach all of them;
+- **idle watchers**: {plan.get('watchers', 10_000):,} clients following one file, with
+  flask-pine-ws under gunicorn gthread with one worker ({plan.get('watchers', 10_000) + 50:,}
+  threads: each connection holds a pool thread and its reader thread), against the asyncio
+  floor and frontail (websocketd and the `tail` floor run a process per client and are
+  left out); the server's RSS, threads and idle CPU, then lines appended, each checked to
+  reach every client once and in order.
 
 ## Results
 
