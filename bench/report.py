@@ -146,8 +146,9 @@ def _crowd_checks(results: Results, target: str) -> list[tuple[str, bool | None,
     out: list[tuple[str, bool | None, str]] = []
     mine = _get(results, target, "backlog")
     if isinstance(mine, dict) and "skipped" not in mine:
-        n = mine.get("clients", "N")
-        what = f"{n} clients at once, last {mine.get('lines', 10)} lines: all have them ≤ frontail"
+        n = mine.get("clients", 0)
+        k = mine.get("lines", 10)
+        what = f"{n:,} clients at once, last {k} lines: all have them ≤ frontail"
         a, b = _num(mine.get("last_ms")), _num(_get(results, PEER, "backlog", "last_ms"))
         exact = mine.get("exact") == n and mine.get("connected") == n
         if a is None or b is None:
@@ -158,8 +159,8 @@ def _crowd_checks(results: Results, target: str) -> list[tuple[str, bool | None,
                         f"{_fmt(a, 2)} vs {_fmt(b, 2)}, exact: {mine.get('exact')} of {n}"))
     mine = _get(results, target, "watchers")
     if isinstance(mine, dict) and "skipped" not in mine:
-        n = mine.get("clients", "N")
-        what = f"{n} idle watchers on one worker: every line to every one, once, in order"
+        n = mine.get("clients", 0)
+        what = f"{n:,} idle watchers on one worker: every line to every one, once, in order"
         if "error" in mine:
             out.append((what, False, str(mine["error"])))
         else:
@@ -210,19 +211,22 @@ def _crowd_tables(results: Results) -> list[str]:
             " Once every client has a probe line (each follows the file): the server's RSS"
             f" summed over its processes, its threads, its CPU over {plan['idle']:g} s with"
             f" nothing written (scaled to 10 s); then {k} lines appended, {rate:g} a second."
-            " *Last*: until the last client has a line (median over the lines; *max*: the"
-            " slowest line); *exact*: clients that got every line once, in order; *missing*:"
-            " lines (of all clients) not there 30 s after the last append.\n")
-        add("| target | connected | connect s | RSS MB | processes | threads |"
-            " idle CPU ms / 10 s (stat) | (schedstat) | last ms | max ms | median client ms |"
-            " xfloor | exact | missing |")
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+            " *Not following*: clients without a probe line after 60 s of probing; *busy"
+            " after*: how long the server kept working once they had it (idle is measured"
+            " from then). *Last*: until the last client has a line (median over the lines;"
+            " *max*: the slowest line); *exact*: clients that got every line once, in order;"
+            " *missing*: lines (of all clients) not there 30 s after the last append.\n")
+        add("| target | connected | connect s | not following | RSS MB | processes | threads |"
+            " busy after s | idle CPU ms / 10 s (stat) | (schedstat) | last ms | max ms |"
+            " median client ms | xfloor | exact | missing |")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for label, r in rows:
             if "skipped" in r or "error" in r:
-                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||")
+                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||||")
                 continue
-            add(f"| {label} | {r['connected']:,} | {_fmt(r['connect_s'])} | {_fmt(r['rss_mb'])}"
-                f" | {r['processes']} | {r['threads']:,} | {_fmt(r['idle_cpu_ms'])} | "
+            add(f"| {label} | {r['connected']:,} | {_fmt(r['connect_s'])} | "
+                f"{r['never_followed']:,} | {_fmt(r['rss_mb'])} | {r['processes']} | "
+                f"{r['threads']:,} | {_fmt(r['settle_s'])} | {_fmt(r['idle_cpu_ms'])} | "
                 f"{_fmt(r['idle_cpu_ms_sched'], 2)} | {_fmt(r['last_ms'], 2)} | "
                 f"{_fmt(r['last_max_ms'], 2)} | {_fmt(r['median_client_ms'], 2)} | "
                 f"{_ratio(r['last_ms'], _get(results, FLOOR, 'watchers', 'last_ms'))} | "
@@ -355,12 +359,13 @@ def tables(results: Results) -> str:
             add(f"| {r['messages']:,} | {r['size']:,} | {r['msgs_s']:,} | {_fmt(r['mb_s'])} |")
 
     for pine in PINES:
-        if pine not in results["targets"]:
+        found = checks(results, pine) if pine in results["targets"] else []
+        if not found:
             continue
         add(f"\n### The targets: {results['targets'][pine]['label']}\n")
         add("| target | holds | measured vs bound |")
         add("|---|---|---|")
-        for what, holds, figures in checks(results, pine):
+        for what, holds, figures in found:
             mark = "n/a" if holds is None else "yes" if holds else "**no**"
             add(f"| {what} | {mark} | {figures} |")
     return "\n".join(lines) + "\n"
@@ -369,9 +374,10 @@ def tables(results: Results) -> str:
 def summary(results: Results) -> str:
     out = []
     for pine in PINES:
-        if pine in results["targets"]:
+        found = checks(results, pine) if pine in results["targets"] else []
+        if found:
             out.append(f"{pine}:")
-            for what, holds, figures in checks(results, pine):
+            for what, holds, figures in found:
                 mark = "n/a " if holds is None else "ok  " if holds else "MISS"
                 out.append(f"  {mark} {what}: {figures}")
     return "\n".join(out)
