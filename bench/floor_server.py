@@ -67,13 +67,17 @@ class Follower:
             broadcast(self.clients, data)
 
     def last_lines(self, count: int) -> bytes:
-        """The last ``count`` whole lines before the offset (a 1 MiB window at most)."""
+        """The last ``count`` lines before the offset, read backwards (a 1 MiB window at most)."""
         if self.fd < 0 or count <= 0 or self.offset == 0:
             return b""
-        start = max(0, self.offset - (1 << 20))
-        # the benchmark's lines: no "\r"; the window's first line may be cut
-        parts = os.pread(self.fd, self.offset - start, start).splitlines(keepends=True)
-        return b"".join(parts[1 if start else 0:][-count:])
+        size = 4096
+        while True:
+            start = max(0, self.offset - size)
+            # the benchmark's lines: no "\r"; the window's first line may be cut
+            parts = os.pread(self.fd, self.offset - start, start).splitlines(keepends=True)
+            if start == 0 or len(parts) > count or size >= 1 << 20:
+                return b"".join(parts[1 if start else 0:][-count:])
+            size *= 4
 
     def changed(self) -> None:
         self._drain()
