@@ -72,6 +72,36 @@ class LineSink:
         self.changed.set()
 
 
+class RecordSink:
+    """Keeps every line, in order, with the time it arrived: what exactly a client got.
+
+    For the cases that check each client's lines one by one (the backlog of
+    the last lines on connect, every line to thousands of watchers). Probe
+    lines are recognised as :class:`LineSink` does, for ``warm_up``.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.lines: list[bytes] = []
+        self.times: list[int] = []
+        self.probed = False
+        self.last_probe = 0
+
+    def feed(self, data: bytes, now_ns: int) -> None:
+        self._buf += data
+        end = self._buf.rfind(b"\n")
+        if end < 0:
+            return
+        lines = bytes(self._buf[:end]).split(b"\n")
+        del self._buf[:end + 1]
+        self.lines += lines
+        self.times += [now_ns] * len(lines)
+        for line in lines:
+            if line[:2] == b"P ":
+                self.probed = True
+                self.last_probe = int(line[2:])
+
+
 class BurstSink:
     """Compares the burst with what was written, byte for byte, in order."""
 
@@ -123,6 +153,10 @@ class Stream:
         raise NotImplementedError
 
     async def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake: the teardown of thousands."""
         raise NotImplementedError
 
 
@@ -250,6 +284,11 @@ class WsStream(Stream):
             await self._wire.close()
         self.closed = True
 
+    def abort(self) -> None:
+        if self._wire is not None and self._wire.transport is not None:
+            self._wire.transport.abort()
+        self.closed = True
+
 
 class SocketIOStream(Stream):
     """frontail's protocol: socket.io 2 over engine.io 3, the WebSocket transport.
@@ -306,17 +345,25 @@ class SocketIOStream(Stream):
             await self._wire.close()
         self.closed = True
 
+    def abort(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+        if self._wire is not None and self._wire.transport is not None:
+            self._wire.transport.abort()
+        self.closed = True
+
 
 class TailStream(Stream):
-    """The floor without a network: ``tail -n0 -F FILE`` into a pipe."""
+    """The floor without a network: ``tail -n0 -F FILE`` (or ``-n<lines>``) into a pipe."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, lines: int = 0) -> None:
         self.path = path
+        self.lines = lines
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def open(self, sink: Sink) -> None:
         self.sink = sink
-        self.proc = subprocess.Popen(["tail", "-n0", "-F", self.path],
+        self.proc = subprocess.Popen(["tail", f"-n{self.lines}", "-F", self.path],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         CHILDREN.add(self.proc)
         assert self.proc.stdout is not None
@@ -347,6 +394,18 @@ class TailStream(Stream):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        self.proc.stdout.close()
+        CHILDREN.discard(self.proc)
+        self.closed = True
+
+    def abort(self) -> None:
+        if self.proc is None:
+            return
+        assert self.proc.stdout is not None
+        if not self.closed:
+            asyncio.get_running_loop().remove_reader(self.proc.stdout.fileno())
+        self.proc.kill()
+        self.proc.wait(5)
         self.proc.stdout.close()
         CHILDREN.discard(self.proc)
         self.closed = True

@@ -9,8 +9,11 @@ file renamed away is drained and the new one read from its start.
 
     python bench/floor_server.py FILE --port 8001 [--deflate]
 
-``/flood?count=N&size=S`` sends N messages of S bytes as fast as the client
-takes them: the benchmark measures its own client with it.
+``/logs?lines=N`` first sends the file's last N lines (as ``tail -n N``), in
+the same step of the event loop that adds the client to the broadcast, so
+that no line falls between the two. ``/flood?count=N&size=S`` sends N
+messages of S bytes as fast as the client takes them: the benchmark measures
+its own client with it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,19 @@ class Follower:
         while data := os.pread(self.fd, 1 << 20, self.offset):
             self.offset += len(data)
             broadcast(self.clients, data)
+
+    def last_lines(self, count: int) -> bytes:
+        """The last ``count`` lines before the offset, read backwards (a 1 MiB window at most)."""
+        if self.fd < 0 or count <= 0 or self.offset == 0:
+            return b""
+        size = 4096
+        while True:
+            start = max(0, self.offset - size)
+            # the benchmark's lines: no "\r"; the window's first line may be cut
+            parts = os.pread(self.fd, self.offset - start, start).splitlines(keepends=True)
+            if start == 0 or len(parts) > count or size >= 1 << 20:
+                return b"".join(parts[1 if start else 0:][-count:])
+            size *= 4
 
     def changed(self) -> None:
         self._drain()
@@ -143,6 +159,10 @@ async def main() -> None:
             query = parse_qs(url.query)
             await flood(ws, int(query["count"][0]), int(query["size"][0]))
             return
+        backlog = int(parse_qs(url.query).get("lines", ["0"])[0])
+        if backlog:
+            # broadcast writes now, not at the next await: no append can slip in between
+            broadcast({ws}, follower.last_lines(backlog))
         follower.clients.add(ws)
         try:
             await ws.wait_closed()
@@ -153,7 +173,8 @@ async def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with serve(handler, "127.0.0.1", args.port, ping_interval=None,
-                     compression="deflate" if args.deflate else None, max_size=None):
+                     compression="deflate" if args.deflate else None, max_size=None,
+                     backlog=4096):  # a thousand clients connecting at once
         await stop
 
 

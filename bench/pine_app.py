@@ -3,6 +3,8 @@
 gunicorn (gthread) loads ``pine_app:app``; the file comes from ``BENCH_FILE``
 and compression from ``BENCH_COMPRESSION`` ("1" or "0"). Pings are off, as in
 every other target, so that idle CPU measures the watch, not keep-alives.
+``/logs?lines=10`` begins at the file's last 10 lines (the backlog case);
+``/logs`` at its end.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ FILE = os.environ.get("BENCH_FILE", "bench.log")
 
 @pine.new("/logs")
 def logs(conn: Conn, ctx: Ctx) -> None:
-    watch_file(FILE, conn, lines=0)
+    watch_file(FILE, conn, lines=int(ctx.query.get("lines", "0")))
 
 
 @app.route("/__ready")

@@ -3,10 +3,13 @@
     python bench/run.py            # the full run (under 10 minutes), writes docs/
     python bench/run.py --quick    # fewer clients, shorter, smaller (under 2 minutes)
     python bench/run.py --smoke    # the asyncio floor and flask-pine-ws only (the test)
+    python bench/run.py --cases backlog,watchers   # only the crowds (crowd.py)
 
 Each target is started on a fresh file in a temporary directory, measured
 (latency, burst, rotation, fan-out, then a 10 GiB sparse file), and stopped
-before the next; results go to ``bench/results/<date>-<mode>.json`` and, with
+before the next; then the crowds, each on a target started for it: a
+thousand clients connecting at once for the last 10 lines, and ten thousand
+idle watchers on one worker. Results go to ``bench/results/<date>-<mode>.json`` and, with
 ``--docs`` (the default of the full run), to ``docs/benchmarks.md`` and
 ``docs/img/``. Whatever happens (an error, Ctrl-C, SIGTERM), every process
 started is stopped before the command returns.
@@ -33,12 +36,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import crowd
 import measure
 import report
 import targets
 from lines import burst_blob
 
 RESULTS = targets.BENCH / "results"
+#: The parts of a run (``--cases``): the one-file measurements, then the crowds.
+CASES = ("main", "backlog", "watchers")
+#: The targets of the ten-thousand-watchers case: one process each (a `tail`
+#: per client, as the tail floor and websocketd run, is 10,000 processes).
+WATCHER_TARGETS = ("asyncio", "frontail", "pine")
 
 
 @dataclass
@@ -58,16 +67,26 @@ class Plan:
     filesize_duration: float = 3.0
     capacity_messages: int = 100_000
     capacity_mb: int = 100
+    cases: list[str] = field(default_factory=lambda: list(CASES))
+    #: clients connecting at once, each for the last ``backlog_lines`` lines
+    backlog_clients: int = 1000
+    backlog_lines: int = 10
+    #: idle watchers on one worker, then lines appended at ``watch_rate`` a second
+    watchers: int = 10_000
+    watch_appends: int = 20
+    watch_rate: float = 4.0
 
 
 PLANS = {
     "full": Plan("full", [t.name for t in targets.DEFAULT]),
     "quick": Plan("quick", [t.name for t in targets.DEFAULT], duration=2.0, burst_bytes=5_000_000,
                   burst_timeout=20.0, fanout=[1, 100], idle=2.0, rotations=2,
-                  filesize_duration=1.0, capacity_messages=20_000, capacity_mb=20),
+                  filesize_duration=1.0, capacity_messages=20_000, capacity_mb=20,
+                  backlog_clients=200, watchers=1000, watch_appends=10),
     "smoke": Plan("smoke", ["asyncio", "pine"], duration=2.0, burst_bytes=2_000_000,
                   burst_timeout=20.0, fanout=[1, 10], idle=1.0, appends=2, rotations=1,
-                  filesize_duration=1.0, capacity_messages=5_000, capacity_mb=5),
+                  filesize_duration=1.0, capacity_messages=5_000, capacity_mb=5,
+                  backlog_clients=20, watchers=50, watch_appends=5, watch_rate=10.0),
 }
 
 SPARSE_BYTES = 10 * 2**30
@@ -118,7 +137,8 @@ async def step(name: str, what: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the next step
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}
-    print(f"    {name}: {time.monotonic() - t0:.1f} s  {report.brief(name, result)}", flush=True)
+    seconds = time.monotonic() - t0
+    print(f"    {name}: {seconds:.1f} s  {report.brief(name.split()[0], result)}", flush=True)
     return result
 
 
@@ -170,11 +190,37 @@ async def bench(plan: Plan, workdir: Path) -> dict[str, Any]:
     print("  client capacity (against the asyncio floor)", flush=True)
     out["capacity"] = await step("capacity", measure.client_capacity(
         workdir, targets.AsyncioFloor, plan.capacity_messages, plan.capacity_mb))
-    blob = burst_blob(plan.burst_bytes)
-    for cls in targets.ALL:
-        if cls.name in plan.targets:
-            out["targets"][cls.name] = await bench_target(cls, plan, workdir, blob)
+    if "main" in plan.cases:
+        blob = burst_blob(plan.burst_bytes)
+        for cls in targets.ALL:
+            if cls.name in plan.targets:
+                out["targets"][cls.name] = await bench_target(cls, plan, workdir, blob)
+    for case in ("backlog", "watchers"):
+        if case not in plan.cases:
+            continue
+        print(f"  {case}", flush=True)
+        for cls in targets.ALL:
+            if cls.name not in plan.targets:
+                continue
+            if case == "watchers" and cls.name not in WATCHER_TARGETS:
+                continue
+            entry = out["targets"].setdefault(cls.name, {"label": cls.label})
+            entry[case] = await crowd_case(case, cls, plan, workdir)
     return out
+
+
+async def crowd_case(case: str, cls: type[targets.Target], plan: Plan,
+                     workdir: Path) -> dict[str, Any]:
+    """One target in one crowd case (:mod:`crowd`), on a directory of its own."""
+    tdir = workdir / f"{case}-{cls.name}"
+    tdir.mkdir()
+    if case == "backlog":
+        if plan.backlog_clients > cls.max_fanout:
+            return {"skipped": f"measured up to {cls.max_fanout} clients"}
+        return await step(f"{case} {cls.name}", crowd.backlog(
+            cls, tdir, plan.backlog_clients, plan.backlog_lines))
+    return await step(f"{case} {cls.name}", crowd.watchers(
+        cls, tdir, plan.watchers, plan.watch_appends, plan.watch_rate, plan.idle))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -190,6 +236,9 @@ def main() -> int:
     parser.add_argument("--targets", help="comma-separated subset of: "
                         + ", ".join(t.name for t in targets.ALL))
     parser.add_argument("--fanout", help="comma-separated client counts (e.g. 1,1000)")
+    parser.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES))
+    parser.add_argument("--backlog-clients", type=int, help="clients of the backlog case")
+    parser.add_argument("--watchers", type=int, help="clients of the idle-watchers case")
     parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None,
                         help="write docs/benchmarks.md and docs/img/ (default: full run only)")
     parser.add_argument("--out", type=Path, help="the results JSON (default: bench/results/)")
@@ -202,11 +251,29 @@ def main() -> int:
             parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.fanout:
         plan.fanout = [int(n) for n in args.fanout.split(",")]
+    if args.cases:
+        plan.cases = [c.strip() for c in args.cases.split(",")]
+        if set(plan.cases) - set(CASES):
+            parser.error(f"unknown cases: {', '.join(sorted(set(plan.cases) - set(CASES)))}")
+    if args.backlog_clients:
+        plan.backlog_clients = args.backlog_clients
+    if args.watchers:
+        plan.watchers = args.watchers
     if "frontail" in plan.targets and not targets.FRONTAIL.exists():
         parser.error("frontail is not installed: run bench/setup.sh")
-    # a socket and, for tail and websocketd, a pipe per client, plus the files
+    # a socket and, for tail and websocketd, a pipe per client, plus the files; the
+    # servers inherit it (ten thousand watchers: as many sockets in the server)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
+    need = max(16384, plan.watchers + 1000)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:  # allowed with CAP_SYS_RESOURCE only
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            soft, hard = need, need
+        except (ValueError, OSError):
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, need)), hard))
+    if "watchers" in plan.cases and resource.getrlimit(resource.RLIMIT_NOFILE)[0] < need:
+        parser.error(f"{plan.watchers} watchers need {need} open files; the limit is {hard}")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.monotonic()
     try:

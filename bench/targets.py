@@ -105,9 +105,11 @@ class Target:
     #: the most fan-out clients it is measured with
     max_fanout = 1_000_000
 
-    def __init__(self, workdir: Path, max_clients: int) -> None:
+    def __init__(self, workdir: Path, max_clients: int, backlog: int = 0) -> None:
         self.workdir = workdir
         self.max_clients = max_clients
+        #: the last lines of the file each client gets on connect (``tail -n``)
+        self.backlog = backlog
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.path = ""
@@ -155,7 +157,7 @@ class TailFloor(Target):
         self.path = str(path)
 
     def stream(self) -> Stream:
-        return TailStream(self.path)
+        return TailStream(self.path, self.backlog)
 
     def pids(self, streams: list[Stream]) -> list[int]:
         return [s.proc.pid for s in streams
@@ -170,7 +172,7 @@ class AsyncioFloor(Target):
                 "--port", str(self.port)]
 
     def stream(self) -> Stream:
-        return WsStream(f"ws://127.0.0.1:{self.port}/logs")
+        return WsStream(f"ws://127.0.0.1:{self.port}/logs?lines={self.backlog}")
 
 
 class Websocketd(Target):
@@ -179,7 +181,7 @@ class Websocketd(Target):
 
     def argv(self) -> list[str]:
         return ["websocketd", "--address=127.0.0.1", f"--port={self.port}",
-                "--loglevel=error", "tail", "-n0", "-F", self.path]
+                "--loglevel=error", "tail", f"-n{self.backlog}", "-F", self.path]
 
     def stream(self) -> Stream:
         return WsStream(f"ws://127.0.0.1:{self.port}/", lines=True)
@@ -190,7 +192,8 @@ class Frontail(Target):
     per_line = True
 
     def argv(self) -> list[str]:
-        return ["node", str(FRONTAIL), "-h", "127.0.0.1", "-p", str(self.port), "-n", "0",
+        return ["node", str(FRONTAIL), "-h", "127.0.0.1", "-p", str(self.port),
+                "-n", str(self.backlog),
                 "--disable-usage-stats", self.path]
 
     def stream(self) -> Stream:
@@ -218,7 +221,7 @@ class Pine(Target):
                 "BENCH_COMPRESSION": "1" if self.compression else "0"}
 
     def stream(self) -> Stream:
-        return WsStream(f"ws://127.0.0.1:{self.port}/logs")
+        return WsStream(f"ws://127.0.0.1:{self.port}/logs?lines={self.backlog}")
 
 
 class PineOff(Pine):

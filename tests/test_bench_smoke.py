@@ -3,7 +3,9 @@
 Not a speed test (figures belong in docs/benchmarks.md): it checks that the
 quick mode of the benchmark still works end to end against a real gunicorn,
 and that what it measured is sane: every line and every byte arrived, in
-order, and every client got the fan-out line.
+order, and every client got the fan-out line; in the crowds (small here),
+every client got exactly the file's last 10 lines and then the appended
+line, and every watcher every line once, in order.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--smoke", "--no-docs", "--out", str(out)],
-        capture_output=True, text=True, timeout=150)
+        capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     assert set(results["targets"]) == {"asyncio", "pine"}
@@ -59,3 +61,22 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         assert "error" not in filesize, (name, filesize)
         assert filesize["sent"] > 0 and filesize["received"] == filesize["sent"], (name, filesize)
         assert filesize["lost"] == 0 and filesize["duplicates"] == 0 and filesize["in_order"]
+        backlog = target["backlog"]
+        assert "error" not in backlog, (name, backlog)
+        assert backlog["connected"] == backlog["clients"] == 20, (name, backlog)
+        assert backlog["with_backlog"] == 20 and backlog["wrong_backlog"] == 0, (name, backlog)
+        # each client: the file's last 10 lines, then the line appended, nothing else
+        assert backlog["exact"] == 20 and backlog["line_missing"] == 0, (name, backlog)
+        assert 0 < backlog["median_client_ms"] <= backlog["last_ms"], (name, backlog)
+        assert backlog["line_last_ms"] > 0 and backlog["rss_mb"] > 0, (name, backlog)
+        watchers = target["watchers"]
+        assert "error" not in watchers, (name, watchers)
+        assert watchers["connected"] == watchers["clients"] == 50, (name, watchers)
+        assert watchers["never_followed"] == 0 and watchers["missing"] == 0, (name, watchers)
+        # every watcher got every line once, in order
+        assert watchers["exact"] == 50 and watchers["appends"] == 5, (name, watchers)
+        assert 0 < watchers["median_client_ms"] <= watchers["last_max_ms"], (name, watchers)
+        assert watchers["rss_mb"] > 0 and watchers["threads"] > 0, (name, watchers)
+    # the report prints the crowds' targets for flask-pine-ws
+    assert "10 lines: all have them" in proc.stdout, proc.stdout
+    assert "50 idle watchers on one worker: every line to every one" in proc.stdout
