@@ -259,7 +259,9 @@ class Protocol:
         self._ping_out: float | None = None  # when the oldest unanswered ping left
         self.subprotocol: str | None = None
         self._deflate: BoundedDeflate | None = None  # set once negotiated
-        self._chooser = Chooser(settings.deflate_choice)
+        #: Under permessage-deflate, which messages are compressed (its ``choice``
+        #: may be changed at any time: a benchmark, a test).
+        self.chooser = Chooser(settings.deflate_choice)
         self._ws = WSConnection(ConnectionType.SERVER)
         self._handshake(environ)
         self._thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
@@ -366,11 +368,11 @@ class Protocol:
     def _frame(self, kind: PayloadKind, payload: bytes) -> bytes:
         """The frame of one message, compressed or not (the send lock held)."""
         deflate = self._deflate
-        if deflate is None or not self._chooser.decide(len(payload), self._tcp_info):
+        if deflate is None or not self.chooser.decide(len(payload), self._tcp_info):
             return server_frame(kind, payload)
         started = time.perf_counter()
         compressed = deflate.compress(payload)
-        self._chooser.record(len(payload), len(compressed), time.perf_counter() - started)
+        self.chooser.record(len(payload), len(compressed), time.perf_counter() - started)
         return server_frame(kind, compressed, compressed=True)
 
     def try_send_frame(self, frame: bytes) -> int:
