@@ -5,7 +5,8 @@ gunicorn (gthread) loads ``slowlink_app:app``; the file comes from
 from the environment (JSON values). ``/watch``: ``watch_file(path, conn)``
 with neither ``offset`` nor ``lines``, so the whole file (up to
 ``PINE_WS_BACKLOG_BYTES``) is the backlog, in the framed protocol the viewer
-speaks; ``/logs/app``: the viewer of the same file, showing every line of it.
+speaks; ``/logs/app``: the viewer of the same file, reading its whole backlog (and keeping
+its default 5,000 lines).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def watch(conn: Conn, ctx: Ctx) -> None:
     watch_file(FILE, conn)
 
 
-app.register_blueprint(pine.viewer({"app": FILE}, lines=None, max_lines=100_000),
+app.register_blueprint(pine.viewer({"app": FILE}, lines=None),
                        url_prefix="/logs")
 
 
