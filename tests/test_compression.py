@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from wspeer import Peer, accept, environ_from, handshake
+from wspeer import FrameReader, Peer, accept, environ_from, handshake
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import BytesMessage, Request, TextMessage
+from wsproto.events import Request
 from wsproto.extensions import PerMessageDeflate
 
 from flask_pine_ws import tcpinfo
@@ -143,54 +140,6 @@ def test_the_setting_takes_three_values() -> None:
 
 # -- the wire ---------------------------------------------------------------------
 
-@dataclass
-class Reader:
-    """The client end: wsproto inflates; the frame headers are read from the same bytes."""
-
-    sock: socket.socket
-    ws: WSConnection
-    raw: bytearray = field(default_factory=bytearray)
-    rsv1: list[bool] = field(default_factory=list)  # per data frame, in order
-    messages: list[str | bytes] = field(default_factory=list)
-    parts: list[Any] = field(default_factory=list)  # of the message arriving
-
-    def _scan(self) -> None:
-        while len(self.raw) >= 2:
-            first, second = self.raw[0], self.raw[1] & 0x7F
-            at = 2
-            if second == 126:
-                if len(self.raw) < 4:
-                    return
-                second, at = struct.unpack_from("!H", self.raw, 2)[0], 4
-            elif second == 127:
-                if len(self.raw) < 10:
-                    return
-                second, at = struct.unpack_from("!Q", self.raw, 2)[0], 10
-            if len(self.raw) < at + second:
-                return
-            if first & 0x0F in (1, 2):
-                self.rsv1.append(bool(first & 0x40))
-            del self.raw[:at + second]
-
-    def read_messages(self, count: int, timeout: float = 20.0) -> list[str | bytes]:
-        self.sock.settimeout(timeout)
-        while len(self.messages) < count:
-            data = self.sock.recv(1 << 20)
-            assert data, "the server closed the socket"
-            self.ws.receive_data(data)
-            self.raw += data
-            self._scan()
-            for event in self.ws.events():
-                assert isinstance(event, (TextMessage, BytesMessage)), event
-                self.parts.append(event.data)
-                if event.message_finished:
-                    joined = ("".join(self.parts) if isinstance(event, TextMessage)
-                              else b"".join(self.parts))
-                    self.messages.append(joined)
-                    self.parts = []
-        return self.messages
-
-
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
@@ -200,7 +149,7 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
 
 @contextmanager
 def protocol_pair(*, tcp: bool = False, choice: str = "auto",
-                  no_context_takeover: bool = False) -> Iterator[tuple[Protocol, Reader]]:
+                  no_context_takeover: bool = False) -> Iterator[tuple[Protocol, FrameReader]]:
     """A server Protocol that negotiated permessage-deflate, and its reading client."""
     server_sock, client_sock = _tcp_pair() if tcp else socket.socketpair()
     try:
@@ -222,7 +171,7 @@ def protocol_pair(*, tcp: bool = False, choice: str = "auto",
         peer = Peer(client_sock, client)
         accept(peer)  # the 101: whatever came after it stays in the client's buffer
         assert proto.compressing
-        yield proto, Reader(client_sock, client)
+        yield proto, FrameReader(client_sock, client)
     finally:
         client_sock.close()
         proto.abort()
