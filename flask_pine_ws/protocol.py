@@ -119,6 +119,11 @@ _GONE = (OSError, LocalProtocolError)
 #: A message larger than this, once dropped, is worth giving its memory back for.
 _BIG_MESSAGE = 256 * 1024
 
+#: Seconds one reading of ``TCP_INFO`` stands for the link: a ``getsockopt``
+#: per 64 KiB message would cost a few percent of loopback's rate, and a link's
+#: rate does not change in 20 ms.
+_TCP_INFO_TTL = 0.02
+
 TOO_BIG_REASON = "Message is too big"
 PING_TIMEOUT_REASON = "Ping/Pong timeout"
 
@@ -268,6 +273,8 @@ class Protocol:
         self._ping_out: float | None = None  # when the oldest unanswered ping left
         self.subprotocol: str | None = None
         self._deflate: BoundedDeflate | None = None  # set once negotiated
+        self._tcp_info_last: tcpinfo.TcpInfo | None = None
+        self._tcp_info_at = -_TCP_INFO_TTL
         #: Under permessage-deflate, which messages are compressed (its ``choice``
         #: may be changed at any time: a benchmark, a test).
         self.chooser = Chooser(settings.deflate_choice)
@@ -435,7 +442,12 @@ class Protocol:
                 raise self.closed_error() from None
 
     def _tcp_info(self) -> tcpinfo.TcpInfo | None:
-        return tcpinfo.read(self._sock)
+        """The kernel's figures for this socket, read again once they are ``_TCP_INFO_TTL`` old."""
+        now = time.monotonic()
+        if now - self._tcp_info_at >= _TCP_INFO_TTL:
+            self._tcp_info_last = tcpinfo.read(self._sock)
+            self._tcp_info_at = now
+        return self._tcp_info_last
 
     def _send_control(self, event: Event) -> None:
         """Send a ping, pong or close echo from the reader thread."""

@@ -15,21 +15,23 @@ import socket
 import struct
 from dataclasses import dataclass
 
-#: ``struct tcp_info`` up to ``tcpi_delivery_rate`` (Linux 4.9); longer kernels append.
+#: Bytes asked for: more than any kernel's ``struct tcp_info`` so far (it grows at its end).
 _SIZE = 256
 
-# Offsets in struct tcp_info (x86-64 and every Linux ABI: fixed-size fields).
-_FLAGS = 7  # tcpi_delivery_rate_app_limited:1 is the low bit of this byte
-_SND_MSS = struct.Struct("=I")  # at 16
-_RTT_CWND = struct.Struct("=IIII")  # tcpi_rtt, rttvar, snd_ssthresh, snd_cwnd at 68
-_BYTES = struct.Struct("=QQ")  # tcpi_bytes_acked, tcpi_bytes_received at 120
-_NOTSENT = struct.Struct("=II")  # tcpi_notsent_bytes, tcpi_min_rtt at 144
-_DELIVERY = struct.Struct("=Q")  # tcpi_delivery_rate at 160
+# struct tcp_info up to tcpi_delivery_rate, in one unpack: the flags byte at 7
+# (tcpi_delivery_rate_app_limited is its low bit), tcpi_snd_mss at 16,
+# tcpi_rtt at 68, tcpi_snd_cwnd at 80, tcpi_bytes_acked and
+# tcpi_bytes_received at 120, tcpi_notsent_bytes and tcpi_min_rtt at 144,
+# tcpi_delivery_rate at 160 (fixed-size fields: the same on every Linux ABI).
+_FIELDS = struct.Struct("=7xB8xI48xI8xI36xQQ8xII8xQ")
+# Kernels before 4.9 end earlier: the byte counters (4.1) are the least read.
+_BYTES = struct.Struct("=QQ")
+_BYTES_AT = 120
 
 _HAS_TCP_INFO = hasattr(socket, "TCP_INFO")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TcpInfo:
     """One reading of a connection's ``TCP_INFO`` (rates in bytes a second, times in seconds).
 
@@ -74,21 +76,17 @@ def read(sock: socket.socket | None) -> TcpInfo | None:
         raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _SIZE)
     except OSError:
         return None  # not TCP (a Unix socket, a socket pair), or closed
-    if len(raw) < 136:  # older than the byte counters (Linux 4.1)
-        return None
-    (mss,) = _SND_MSS.unpack_from(raw, 16)
-    rtt, _, _, cwnd = _RTT_CWND.unpack_from(raw, 68)
-    acked, received = _BYTES.unpack_from(raw, 120)
-    notsent = min_rtt = 0
-    delivery = 0
-    if len(raw) >= 152:
-        notsent, min_rtt = _NOTSENT.unpack_from(raw, 144)
-    if len(raw) >= 168:
-        (delivery,) = _DELIVERY.unpack_from(raw, 160)
-    return TcpInfo(bytes_acked=int(acked), bytes_received=int(received),
-                   rtt=rtt / 1e6, min_rtt=min_rtt / 1e6, cwnd_bytes=int(cwnd) * int(mss),
-                   delivery_rate=float(delivery), app_limited=bool(raw[_FLAGS] & 1),
-                   notsent=int(notsent))
-
+    if len(raw) >= _FIELDS.size:
+        flags, mss, rtt, cwnd, acked, received, notsent, min_rtt, delivery = \
+            _FIELDS.unpack_from(raw)
+        return TcpInfo(bytes_acked=acked, bytes_received=received, rtt=rtt / 1e6,
+                       min_rtt=min_rtt / 1e6, cwnd_bytes=cwnd * mss,
+                       delivery_rate=float(delivery), app_limited=bool(flags & 1),
+                       notsent=notsent)
+    if len(raw) < _BYTES_AT + _BYTES.size:
+        return None  # older than the byte counters (Linux 4.1)
+    acked, received = _BYTES.unpack_from(raw, _BYTES_AT)
+    return TcpInfo(bytes_acked=acked, bytes_received=received, rtt=0.0, min_rtt=0.0,
+                   cwnd_bytes=0, delivery_rate=0.0, app_limited=False, notsent=0)
 
 __all__ = ["TcpInfo", "read"]
