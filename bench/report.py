@@ -503,6 +503,10 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
     if viewer.exists():
         # bench/viewer.py's figures: the viewer over a large file
         text += "\n" + viewer.read_text()
+    slowlink = Path(__file__).with_name("slowlink.md")
+    if slowlink.exists():
+        # bench/slowlink.py's figures: a backlog over 10 Mbit/s and 50 ms
+        text += "\n" + slowlink.read_text()
     path = docs / "benchmarks.md"
     path.write_text(text)
     return path

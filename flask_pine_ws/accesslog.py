@@ -33,34 +33,23 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+from . import tcpinfo
+
 #: gunicorn's default ``access_log_format``: lines in it get the session's figures appended.
 _GUNICORN_DEFAULT_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
-
-#: Offsets of ``tcpi_bytes_acked`` and ``tcpi_bytes_received`` in Linux's ``struct tcp_info``.
-_TCP_INFO_BYTES = struct.Struct("=QQ")
-_TCP_INFO_OFFSET = 120
 
 _local = threading.local()
 
 
 def _tcp_counts(sock: socket.socket | None) -> tuple[int, int] | None:
     """``(sent and acknowledged, received)`` bytes of a TCP socket so far, or ``None``."""
-    if sock is None or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    except OSError:
-        return None  # not TCP (a Unix socket, a socket pair), or closed
-    if len(info) < _TCP_INFO_OFFSET + _TCP_INFO_BYTES.size:
-        return None  # a kernel older than the counters
-    sent, received = _TCP_INFO_BYTES.unpack_from(info, _TCP_INFO_OFFSET)
-    return int(sent), int(received)
+    info = tcpinfo.read(sock)
+    return None if info is None else (info.bytes_acked, info.bytes_received)
 
 
 def _raw_socket(environ: dict[str, Any]) -> socket.socket | None:

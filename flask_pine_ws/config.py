@@ -51,6 +51,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PINE_WS_ENABLE_COMPRESSION", True,
             "permessage-deflate, on as in Pine (gorilla's EnableCompression).",
             field="enable_compression"),
+    Setting("PINE_WS_DEFLATE_CHOICE", "auto",
+            "Under permessage-deflate, which messages are compressed: \"auto\" each "
+            "one whose compressing gets it to the client sooner (zlib's measured rate "
+            "against the link's, from TCP_INFO: a slow link compresses, loopback does "
+            "not), \"always\" or \"never\" (every message plain, RSV1 clear)."),
     Setting("PINE_WS_MAX_MESSAGE_SIZE", 1024 * 1024,
             "Largest inbound message in bytes; a larger one closes with 1009.",
             field="max_message_size"),

@@ -30,6 +30,7 @@ from .errors import InvalidMessage
 from .protocol import Mode, Protocol, Settings
 
 if TYPE_CHECKING:
+    from .compression import Choice
     from .config import Config
 
 #: Close codes an endpoint may send (RFC 6455 section 7.4, IANA registry).
@@ -58,7 +59,8 @@ class Conn:
 
     def __init__(self, environ: dict[str, Any], config: Config, *, send_timeout: float,
                  close_timeout: float, pong_timeout: float = 20.0,
-                 max_queued_messages: int = 0, max_queued_bytes: int = 0) -> None:
+                 max_queued_messages: int = 0, max_queued_bytes: int = 0,
+                 deflate_choice: Choice = "auto") -> None:
         self._listeners: list[Callable[[], None]] = []
         self._close_timeout = close_timeout
         self._viewed_bytes = 0
@@ -73,6 +75,7 @@ class Conn:
             close_timeout=close_timeout,
             max_queued_messages=max_queued_messages,
             max_queued_bytes=max_queued_bytes,
+            deflate_choice=deflate_choice,
         ), self._notify)
         #: ``"gunicorn"`` or ``"werkzeug"``: the server this connection runs on.
         self.mode: Mode = self._protocol.mode

@@ -29,6 +29,7 @@ from flask import Blueprint, Flask, Request, Response, current_app, has_app_cont
 from werkzeug.datastructures import MultiDict
 
 from . import accesslog, channels, limits, shutdown
+from .compression import parse_choice
 from .config import DEFAULTS, SETTINGS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
@@ -290,7 +291,8 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
                         close_timeout=float(app.config["PINE_WS_CLOSE_TIMEOUT"]),
                         pong_timeout=float(app.config["PINE_WS_PONG_TIMEOUT"]),
                         max_queued_messages=int(app.config["PINE_WS_MAX_QUEUED_MESSAGES"]),
-                        max_queued_bytes=int(app.config["PINE_WS_MAX_QUEUED_BYTES"]))
+                        max_queued_bytes=int(app.config["PINE_WS_MAX_QUEUED_BYTES"]),
+                        deflate_choice=parse_choice(app.config["PINE_WS_DEFLATE_CHOICE"]))
         except OSError:
             # The client left while the 101 was being written (a reset, a
             # closed tab): nothing to serve, and nothing worth a traceback

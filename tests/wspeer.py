@@ -18,6 +18,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
@@ -196,3 +197,56 @@ def client_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
     key = (mask * (n // 4 + 1))[:n]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
     return header + mask + masked
+
+
+@dataclass
+class FrameReader:
+    """A client end that also records each data frame's RSV1 bit (compressed or not).
+
+    wsproto inflates and checks the frames; the headers are read from the same bytes.
+    """
+
+    sock: socket.socket
+    ws: WSConnection
+    raw: bytearray = field(default_factory=bytearray)
+    rsv1: list[bool] = field(default_factory=list)  # per data frame, in order
+    messages: list[str | bytes] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)  # of the message arriving
+
+    def _scan(self) -> None:
+        while len(self.raw) >= 2:
+            first, second = self.raw[0], self.raw[1] & 0x7F
+            at = 2
+            if second == 126:
+                if len(self.raw) < 4:
+                    return
+                second, at = struct.unpack_from("!H", self.raw, 2)[0], 4
+            elif second == 127:
+                if len(self.raw) < 10:
+                    return
+                second, at = struct.unpack_from("!Q", self.raw, 2)[0], 10
+            if len(self.raw) < at + second:
+                return
+            if first & 0x0F in (1, 2):
+                self.rsv1.append(bool(first & 0x40))
+            del self.raw[:at + second]
+
+    def read_messages(self, count: int, timeout: float = 20.0) -> list[str | bytes]:
+        self.sock.settimeout(timeout)
+        while len(self.messages) < count:
+            data = self.sock.recv(1 << 20)
+            assert data, "the server closed the socket"
+            self.ws.receive_data(data)
+            self.raw += data
+            self._scan()
+            for event in self.ws.events():
+                if isinstance(event, (Ping, Pong)):
+                    continue
+                assert isinstance(event, (TextMessage, BytesMessage)), event
+                self.parts.append(event.data)
+                if event.message_finished:
+                    joined = ("".join(self.parts) if isinstance(event, TextMessage)
+                              else b"".join(self.parts))
+                    self.messages.append(joined)
+                    self.parts = []
+        return self.messages
