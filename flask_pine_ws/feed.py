@@ -218,9 +218,12 @@ class Feed:
         #: The live readers (insertion-ordered), each with its connection's
         #: ``try_send_frame`` and ``add_viewed_bytes``, bound once for the send loop.
         self._live: dict[Reader, tuple[Callable[[bytes], int], Callable[[int], None]]] = {}
-        #: What a signal wakes: the events of the readers not live. Rebuilt
-        #: under the lock, read without it on the table's thread.
-        self._own_events: tuple[threading.Event, ...] = ()
+        #: What a signal wakes: the events of the readers not live, or None
+        #: once readers came, went, joined or were handed back: the next
+        #: signal builds it again (under the lock), so that 10,000 readers
+        #: connecting cost one rebuild per change of the file, not one per
+        #: reader (which made every join O(readers)).
+        self._own_events: tuple[threading.Event, ...] | None = ()
         # Readers that could not join because the live feed was elsewhere:
         # behind them in the same file (woken when it gets to their offset),
         # or in another file (woken when it stops). Without a wake-up they
@@ -249,7 +252,14 @@ class Feed:
 
     def signal(self) -> None:
         """The file may have changed: wake the readers reading themselves; a turn if one is live."""
-        for event in self._own_events:
+        events = self._own_events
+        if events is None:
+            with self._lock:
+                events = self._own_events
+                if events is None:
+                    events = self._own_events = tuple(
+                        r.event for r in self._readers if not r._live)
+        for event in events:
             event.set()
         if self._live:
             _dispatcher.post(self)
@@ -341,7 +351,7 @@ class Feed:
     # -- inside the lock -----------------------------------------------------
 
     def _rebuild_events(self) -> None:
-        self._own_events = tuple(r.event for r in self._readers if not r._live)
+        self._own_events = None  # built by the next signal
 
     def _report(self, reader: Reader, report: Report, *, remove: bool = False) -> None:
         """Note where a reader not live is, and tell the subscription what all agree on."""

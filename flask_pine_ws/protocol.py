@@ -16,11 +16,11 @@ behaviours relied on are pinned by ``tests/test_protocol_contract.py``.
 
 The send path: one lock, under which wsproto builds a frame (its compressor
 must see messages in wire order) and the socket takes every byte of it.
-Data messages, pings, pongs, close frames and the broadcast hub's ready-made
+Data messages, pings, pongs, close frames and the feed's ready-made
 frames all go through it, so frames never interleave. A write that makes no
 progress for ``send_timeout`` seconds cuts the socket: a peer that stops
 reading cannot pin a thread for ever. :meth:`Protocol.try_send_frame` writes
-without ever waiting (the hub); a frame it could write only in part is
+without ever waiting (the feed); a frame it could write only in part is
 committed, and its rest is written first by the next write.
 
 Compression: under permessage-deflate each data message is compressed only
@@ -91,7 +91,7 @@ def server_frame(kind: PayloadKind, payload: bytes, *, compressed: bool = False)
     too, which is negotiated per message), opcode text or binary, and the
     payload length in 7 bits, 16 bits (126) or 64 bits (127). Built once and
     written as it is to many connections (:meth:`Protocol.try_send_frame`)
-    by the broadcast hub and the channels. ``compressed``: RSV1 set, the
+    by the feed and the channels. ``compressed``: RSV1 set, the
     payload is one connection's deflate output (:meth:`BoundedDeflate.compress`).
     """
     first = 0x80 | (0x40 if compressed else 0) | _OPCODES[kind]
@@ -252,7 +252,7 @@ class Protocol:
         self._send_lock = threading.Lock()
         # MSG_DONTWAIT makes one call non-blocking without touching the
         # socket's mode, which the reader's blocking recv relies on. An SSL
-        # socket accepts no flags: it gets plain blocking writes, and the hub
+        # socket accepts no flags: it gets plain blocking writes, and the feed
         # cannot share frames with it.
         self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
         self._nonblocking = self._tls is None and bool(_DONTWAIT)
