@@ -241,6 +241,14 @@ class _Dispatch(FileSystemEventHandler):
             watch.signal(dest)
 
 
+class _Handoff:
+    """Between the table and its running thread: what the thread closes as it ends."""
+
+    def __init__(self) -> None:
+        self.close: Inotify | None = None
+        self.ended = False
+
+
 class _Watch:
     """One watched directory and its subscribers, grouped by wake path."""
 
@@ -355,6 +363,8 @@ class WatchTable:
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
         self._ticker_kick = threading.Event()
+        #: What the running thread closes as it ends (see :meth:`_stop_threads`).
+        self._ticker_handoff = _Handoff()
 
     # -- the process's table -------------------------------------------------
 
@@ -416,8 +426,7 @@ class WatchTable:
             if thread is not threading.current_thread():
                 thread.join(2.0)
         if closing is not None:
-            # after the join: its thread is out of poll(), the number is not reused under it
-            closing.close()
+            closing.close()  # no thread was waiting on it
 
     def refresh(self, sub: Subscription, *, force: bool = False) -> None:
         """Move ``sub`` to the right watch if its directory appeared, vanished or changed.
@@ -556,18 +565,28 @@ class WatchTable:
         watch.dead = True
 
     def _stop_threads(self) -> tuple[list[threading.Thread], Inotify | None]:
-        """Stop the event source and the thread: the threads to join, then the fd to close."""
+        """Stop the event source and the thread: the threads to join, the fd to close then.
+
+        The table's own thread is not joined: it closes the inotify
+        descriptor itself as it ends (out of ``poll``, so the number is not
+        reused under it), and closing one costs the kernel a grace period
+        (up to ~16 ms measured) that a leaving watcher need not wait for.
+        """
         threads: list[threading.Thread] = []
         if self._observer is not None:
             self._observer.stop()
             threads.append(self._observer)
             self._observer = None
-        if self._ticker is not None:
-            self._ticker_stop.set()
-            self._kick()
-            threads.append(self._ticker)
-            self._ticker = None
         closing, self._inotify, self._wds = self._inotify, None, {}
+        if self._ticker is not None:
+            handoff = self._ticker_handoff
+            if closing is not None and not handoff.ended:  # (ended: it failed; closed here)
+                handoff.close = closing
+                closing.wake()
+                closing = None
+            self._ticker_stop.set()
+            self._ticker_kick.set()
+            self._ticker = None
         self._inotify_refused = None  # limits may have been raised meanwhile: try again next time
         return threads, closing
 
@@ -585,10 +604,22 @@ class WatchTable:
                 return
             self._ticker_stop = threading.Event()
             self._ticker_kick = threading.Event()
-            self._ticker = threading.Thread(target=self._tick_loop, name="pine-ws-watch",
-                                            args=(self._ticker_stop, self._ticker_kick),
+            self._ticker_handoff = _Handoff()
+            self._ticker = threading.Thread(target=self._run, name="pine-ws-watch",
+                                            args=(self._ticker_stop, self._ticker_kick,
+                                                  self._ticker_handoff),
                                             daemon=True)
             self._ticker.start()
+
+    def _run(self, stop: threading.Event, kick: threading.Event, handoff: _Handoff) -> None:
+        try:
+            self._tick_loop(stop, kick)
+        finally:
+            with self._lock:
+                handoff.ended = True
+                closing, handoff.close = handoff.close, None
+            if closing is not None:
+                closing.close()
 
     def _tick_loop(self, stop: threading.Event, kick: threading.Event) -> None:
         """Wait on the inotify descriptor (or the kick), dispatch; poll and check when due.
@@ -612,12 +643,7 @@ class WatchTable:
             if source is None:
                 kick.wait(timeout)
             else:
-                try:
-                    events = source.wait(timeout)
-                except (OSError, ValueError):
-                    if stop.is_set():
-                        return  # closed under us after a join timed out
-                    raise
+                events = source.wait(timeout)
                 if events:
                     try:
                         self._deliver(events)

@@ -229,7 +229,11 @@ def test_table_thread_is_the_only_one_and_unsubscribe_closes_it(tmp_path: Path) 
     names = [t.name for t in threading.enumerate()]
     assert names.count("pine-ws-watch") == 1 and "pine-ws-observer" not in names
     assert table.stats()["observers"] == 1
-    table.unsubscribe(sub)
+    table.unsubscribe(sub)  # the thread ends by itself, closing the descriptor as it goes
+    deadline = time.monotonic() + WAIT
+    while ("pine-ws-watch" in [t.name for t in threading.enumerate()]
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
     assert "pine-ws-watch" not in [t.name for t in threading.enumerate()]
     assert set(os.listdir("/proc/self/fd")) == before
 

@@ -449,7 +449,7 @@ def test_one_observer_and_one_watch_for_many_watchers(
     wait_for(lambda: stats(srv)["table"]["subscribers"] == 0, what="all gone")
     s = stats(srv)
     assert (s["table"]["watches"], s["table"]["observers"]) == (0, 0)
-    assert "pine-ws-watch" not in s["threads"]
+    wait_for(lambda: "pine-ws-watch" not in stats(srv)["threads"], what="watch thread gone")
 
 
 def test_polling_mode_follows_and_rotates(server: ServerFactory, tmp_path: Path) -> None:
