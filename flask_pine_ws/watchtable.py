@@ -198,7 +198,7 @@ class _Group:
     """The subscribers of one wake path in one watch, and what an event of that path calls.
 
     ``members``, ``targets`` and ``movers`` are rebuilt (under the table's
-    lock), never changed in place: the observer thread reads them without a
+    lock), never changed in place: the table's thread reads them without a
     lock.
     """
 
