@@ -34,7 +34,7 @@ from .config import DEFAULTS, SETTINGS, Config
 from .conn import Conn
 from .errors import ConnectionClosed
 from .handshake import refusal
-from .protocol import Mode
+from .protocol import Mode, NoThreadLeft
 
 if TYPE_CHECKING:
     from .testing import TestClient
@@ -293,6 +293,14 @@ def _make_view(handler: Handler, config: Config) -> Callable[..., Response]:
                         max_queued_messages=int(app.config["PINE_WS_MAX_QUEUED_MESSAGES"]),
                         max_queued_bytes=int(app.config["PINE_WS_MAX_QUEUED_BYTES"]),
                         deflate_choice=parse_choice(app.config["PINE_WS_DEFLATE_CHOICE"]))
+        except NoThreadLeft as exc:
+            # Nothing was written yet: the client gets a status it can act on.
+            session.stop(None)
+            app.logger.warning("WebSocket refused: no thread left for its reader (%s); "
+                               "raise the process's or the machine's thread limits", exc)
+            return Response("The server has no thread left for another WebSocket; "
+                            "try again later.\n", status=503, mimetype="text/plain",
+                            headers={"Retry-After": "5"})
         except OSError:
             # The client left while the 101 was being written (a reset, a
             # closed tab): nothing to serve, and nothing worth a traceback

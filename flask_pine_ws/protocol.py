@@ -128,6 +128,10 @@ TOO_BIG_REASON = "Message is too big"
 PING_TIMEOUT_REASON = "Ping/Pong timeout"
 
 
+class NoThreadLeft(RuntimeError):
+    """The connection's reader thread could not start: refuse the upgrade (503), retry later."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one connection's protocol needs to know (0 turns a bound or timer off)."""
@@ -279,9 +283,20 @@ class Protocol:
         #: may be changed at any time: a benchmark, a test).
         self.chooser = Chooser(settings.deflate_choice)
         self._ws = WSConnection(ConnectionType.SERVER)
-        self._handshake(environ)
+        # The reader thread starts before the 101 is written and waits for
+        # it: a process out of threads (the kernel's pid_max is shared by
+        # every thread of the machine) is then refused with a status the
+        # client understands, instead of a 101 no thread will ever serve.
+        self._answered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            raise NoThreadLeft(str(exc)) from None
+        try:
+            self._handshake(environ)
+        finally:
+            self._answered.set()
 
     # -- handshake -------------------------------------------------------------
 
@@ -664,6 +679,9 @@ class Protocol:
         return max(0.0, self._next_ping - time.monotonic())
 
     def _run(self) -> None:
+        self._answered.wait()
+        if not self._open:
+            return  # the handshake failed: the view answers, the socket is not ours
         try:
             self._read_loop()
         except _GONE:
@@ -803,4 +821,4 @@ class Protocol:
         return not self._thread.is_alive()
 
 
-__all__ = ["BoundedDeflate", "Mode", "Protocol", "Settings"]
+__all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings"]
