@@ -108,7 +108,7 @@ def machine() -> dict[str, Any]:
             break
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     packages = {}
-    for name in ("flask", "simple-websocket", "wsproto", "watchdog", "gunicorn", "websockets",
+    for name in ("flask", "wsproto", "watchdog", "gunicorn", "websockets",
                  "matplotlib"):
         try:
             packages[name] = metadata.version(name)

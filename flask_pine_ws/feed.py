@@ -254,6 +254,10 @@ class Feed:
         self._running = False  # attached to the dispatcher (it has live readers)
         self._items: Iterator[Item] | None = None
         self._items_generation = -1
+        #: Signals received (only compared: a change means "look again"), and
+        #: their count when the read in progress began.
+        self._signals = 0
+        self._items_signals = 0
         #: Counts for the stats: frames built, live readers handed back.
         self.frames = 0
         self.handed_back = 0
@@ -263,6 +267,7 @@ class Feed:
 
     def signal(self) -> None:
         """The file may have changed: wake the readers reading themselves; a turn if one is live."""
+        self._signals += 1  # before reading: see _round
         events = self._own_events
         if events is None:
             with self._lock:
@@ -493,10 +498,19 @@ class Feed:
                     return False
                 if self._items is None or self._items_generation != self._generation:
                     self._items, self._items_generation = follower.read(), self._generation
+                    self._items_signals = self._signals
                 try:
                     item = next(self._items)
                 except StopIteration:
                     self._items = None
+                    if self._signals != self._items_signals:
+                        # Signalled while this read went on (a turn ran out of
+                        # budget, or the table's thread ran one): the read
+                        # ends where the file ended when it looked, and the
+                        # signal was spent on it. Read again, or the bytes
+                        # appended since wait for the next append (or the
+                        # hang guard, a minute later).
+                        continue
                     self._position = follower.position
                     self._wake_ahead()
                     self._publish_known()
