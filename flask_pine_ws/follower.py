@@ -28,6 +28,13 @@ Why it is built this way:
   of a read is carried (at most 3 bytes) to the next read; invalid bytes are
   decoded as U+FFFD, but only once the sequence is known to be complete.
   Binary mode hands out the file's bytes exactly.
+- One descriptor per open file in the process, whatever the number of its
+  followers: every read is a ``pread`` at the follower's own offset, so the
+  followers of one file share one open file description (reference counted
+  by ``(st_dev, st_ino)``, which an open file keeps its own). A watcher holds
+  its socket and, with 10,000 watchers of one file, not 10,000 more
+  descriptors: the per-process limit (often 1,024 soft, 20,000 or so hard)
+  would otherwise refuse one watcher in two long before the memory runs out.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -206,6 +214,56 @@ def utf8_safe_cut(buf: bytes | bytearray) -> int:
     return i if n - i < need else n
 
 
+class _SharedFiles:
+    """The open descriptors of the followed files, one per file, with their reference counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._open: dict[tuple[int, int], list[int]] = {}  # ident: [fd, references]
+
+    def _locked(self) -> threading.Lock:
+        if self._pid != os.getpid():  # a child inherits the descriptors, not the lock's holder
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        return self._lock
+
+    def adopt(self, fd: int, ident: tuple[int, int]) -> int:
+        """The descriptor to read ``ident`` with: ``fd``, or the one open already."""
+        with self._locked():
+            entry = self._open.get(ident)
+            if entry is None:
+                self._open[ident] = [fd, 1]
+                return fd
+            entry[1] += 1
+            shared = entry[0]
+        os.close(fd)
+        return shared
+
+    def release(self, fd: int, ident: tuple[int, int]) -> None:
+        """One follower less on ``ident``; the last one closes the descriptor."""
+        with self._locked():
+            entry = self._open.get(ident)
+            if entry is not None and entry[0] == fd:
+                entry[1] -= 1
+                if entry[1]:
+                    return
+                del self._open[ident]
+        os.close(fd)
+
+    def count(self) -> int:
+        """Descriptors open now (for tests and stats)."""
+        with self._locked():
+            return len(self._open)
+
+
+_shared = _SharedFiles()
+
+
+def open_files() -> int:
+    """How many followed files this process holds open (one descriptor each)."""
+    return _shared.count()
+
+
 class FileFollower:
     """Follow one path by name and hand out its bytes from a start position on.
 
@@ -287,7 +345,8 @@ class FileFollower:
     def close(self) -> None:
         """Close the open file, if any. Idempotent."""
         if self._fd is not None:
-            os.close(self._fd)
+            assert self._ident is not None  # set with the descriptor
+            _shared.release(self._fd, self._ident)
             self._fd = None
             self._ident = None
 
@@ -524,8 +583,8 @@ class FileFollower:
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
         self._ident = (st.st_dev, st.st_ino)
+        self._fd = _shared.adopt(fd, self._ident)
         self._waiting_told = False
         return True
 

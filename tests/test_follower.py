@@ -439,3 +439,66 @@ def test_waiting_is_told_again_after_file_returns_and_goes(log: Path) -> None:
     log.unlink()
     assert notices(drain(f)) == ["waiting"]
     f.close()
+
+
+# -- descriptors -------------------------------------------------------------
+
+def open_fds_on(path: Path) -> int:
+    """This process's descriptors open on ``path`` (from /proc: what the kernel holds)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == str(path)
+        except OSError:
+            pass  # the listing's own descriptor, gone
+    return count
+
+
+def test_followers_of_one_file_share_one_descriptor_and_each_reads_its_own_bytes(
+        log: Path) -> None:
+    log.write_bytes(b"one\ntwo\n")
+    followers = [FileFollower(str(log), binary=True) for _ in range(50)]
+    try:
+        for i, f in enumerate(followers):
+            f.start(offset=i % 8)
+        assert open_fds_on(log) == 1
+        with log.open("ab") as out:
+            out.write(b"three\n")
+        for i, f in enumerate(followers):
+            assert bytes_of(drain(f)) == b"one\ntwo\nthree\n"[i % 8:]
+        for f in followers[:-1]:
+            f.close()
+        assert open_fds_on(log) == 1  # the last one still reads
+        with log.open("ab") as out:
+            out.write(b"four\n")
+        assert bytes_of(drain(followers[-1])) == b"four\n"
+    finally:
+        for f in followers:
+            f.close()
+            f.close()  # idempotent: never a second release
+    assert open_fds_on(log) == 0
+
+
+def test_a_rotated_file_keeps_its_descriptor_until_its_followers_drained_it(
+        log: Path) -> None:
+    log.write_bytes(b"old\n")
+    a, b = FileFollower(str(log), binary=True), FileFollower(str(log), binary=True)
+    try:
+        a.start(offset=0)
+        b.start(offset=0)
+        assert bytes_of(drain(a)) == b"old\n"
+        rotated = log.with_name("app.log.1")
+        log.rename(rotated)
+        log.write_bytes(b"new\n")
+        with rotated.open("ab") as out:
+            out.write(b"late\n")  # the writer had not reopened yet
+        assert bytes_of(drain(a)) == b"late\nnew\n"
+        assert open_fds_on(rotated) == 1  # b has not drained it yet
+        assert open_fds_on(log) == 1
+        assert bytes_of(drain(b)) == b"old\nlate\nnew\n"
+        assert open_fds_on(rotated) == 0
+        assert open_fds_on(log) == 1  # one for both
+    finally:
+        a.close()
+        b.close()
+    assert open_fds_on(log) == 0
