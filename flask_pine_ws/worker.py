@@ -18,7 +18,11 @@ requests, in the poller, not a request being read).
   the bytes kept; the thread is free at once. Only a complete head goes to
   gunicorn's parser (through its own ``unread``, as gunicorn does with an
   HTTP/2 preface). A client silent for gunicorn's ``--keep-alive`` in the
-  meantime is dropped by gunicorn.
+  meantime is dropped by gunicorn; one whose bytes came while the worker's
+  loop was busy elsewhere is not (gunicorn drops a waiting connection when
+  its timer has run out without looking whether it became readable
+  meanwhile: in a burst of a thousand connections at once, a few percent
+  were closed during their handshake).
 - A deadline: the request line and every header must be in within
   ``PINE_WS_HEADER_TIMEOUT`` seconds (an environment variable of the
   gunicorn process, default 10) of the connection's first look, else the
@@ -45,6 +49,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -149,6 +154,16 @@ class HeaderDeadlines:
                 self._lock.wait(wait)
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Bytes (or the peer's end) wait on ``sock`` now; a closed socket is not."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def _read_available(sock: socket.socket, head: bytearray) -> bool | None:
     """Append what ``sock`` has now to ``head``, without blocking.
 
@@ -220,6 +235,20 @@ class ThreadWorker(_GThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
             return super().handle(conn)
         finally:
             deadlines.disarm(conn)
+
+    def murder_pending(self) -> None:
+        # gunicorn's loop handles the readable sockets its last select saw, then
+        # drops the waiting connections whose timer ran out. A busy loop (a
+        # thousand handshakes at once, one GIL) can take seconds between the
+        # two: a connection whose request came meanwhile would be dropped.
+        # Look at the expired ones first.
+        pending = getattr(self, "pending_conns", None)
+        if pending:
+            now = time.monotonic()
+            for conn in [c for c in pending if c.timeout <= now]:
+                if _readable(conn.sock):
+                    self.on_pending_socket_readable(conn, conn.sock)
+        super().murder_pending()
 
     def _reads_head_itself(self, conn: Any) -> bool:
         """A new plain HTTP/1 connection: read its head here (see the module docstring)."""
