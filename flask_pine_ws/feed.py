@@ -321,7 +321,7 @@ class Feed:
             reader._catch_up = _GO_ON
             conn = reader.conn
             self._live[reader] = (conn.try_send_frame, conn.add_viewed_bytes)
-            self._rebuild_events()
+            self._events_changed()
             if not self._running:
                 _count("feeds_started")
                 self._running = True
@@ -339,7 +339,7 @@ class Feed:
         with self._lock:
             self._readers.add(reader)
             self._report(reader, _UNREAD)
-            self._rebuild_events()
+            self._events_changed()
 
     def _remove(self, reader: Reader) -> bool:
         """Take ``reader`` off; ``True`` when it was the last (the feed closes)."""
@@ -352,7 +352,7 @@ class Feed:
                 reader._live = False
                 if not self._live:
                     _dispatcher.post(self)  # its next turn detaches it
-            self._rebuild_events()
+            self._events_changed()
             if self._readers:
                 return False
             self._closed = True
@@ -373,7 +373,7 @@ class Feed:
 
     # -- inside the lock -----------------------------------------------------
 
-    def _rebuild_events(self) -> None:
+    def _events_changed(self) -> None:
         self._own_events = None  # built by the next signal
 
     def _report(self, reader: Reader, report: Report, *, remove: bool = False) -> None:
@@ -434,7 +434,7 @@ class Feed:
             reader._live = False
             reader._catch_up = catch_up
             self._report(reader, _UNREAD)
-        self._rebuild_events()
+        self._events_changed()
         self.handed_back += len(readers)
         _count("handed_back", len(readers))
         for reader, _ in readers:

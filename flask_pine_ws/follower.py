@@ -250,18 +250,8 @@ class _SharedFiles:
                 del self._open[ident]
         os.close(fd)
 
-    def count(self) -> int:
-        """Descriptors open now (for tests and stats)."""
-        with self._locked():
-            return len(self._open)
-
 
 _shared = _SharedFiles()
-
-
-def open_files() -> int:
-    """How many followed files this process holds open (one descriptor each)."""
-    return _shared.count()
 
 
 class FileFollower:
