@@ -207,7 +207,8 @@ def _crowd_tables(results: Results) -> list[str]:
         n = plan.get("watchers", 10_000)
         k, rate = plan.get("watch_appends", 20), plan.get("watch_rate", 4.0)
         add(f"\n### Idle watchers: {n:,} clients of one file, one server process\n")
-        add(f"flask-pine-ws under gunicorn gthread with one worker and {n + 50:,} threads."
+        add("flask-pine-ws under `flask_pine_ws.worker.ThreadWorker` with one worker and"
+            f" {n + 50:,} threads."
             " Once every client has a probe line (each follows the file): the server's RSS"
             f" summed over its processes, its threads, its CPU over {plan['idle']:g} s with"
             f" nothing written (scaled to 10 s); then {k} lines appended, {rate:g} a second."
@@ -463,9 +464,11 @@ The targets:
   message per line;
 - **frontail**: one `tail -F` for all, one socket.io 2 event per line (the client
   speaks socket.io 2 / engine.io 3 itself, `bench/clients.py`);
-- **flask-pine-ws** under gunicorn gthread (one worker, as many threads as clients
-  plus 50), `watch_file(path, conn, lines=0)`, compression off, then on
-  (permessage-deflate); pings off in every target.
+- **flask-pine-ws** under `flask_pine_ws.worker.ThreadWorker`, the worker the deployment
+  notes recommend (gunicorn's gthread with a deadline for request headers and its threads
+  started at boot; one worker, as many threads as clients plus 50),
+  `watch_file(path, conn, lines=0)`, compression off, then on (permessage-deflate); pings off
+  in every target.
 
 The client is one asyncio process on the `websockets` package's sans-I/O
 protocol (a callback per message), which offers permessage-deflate as a browser
@@ -480,11 +483,11 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
   under websocketd); each client's lines are checked against the file's, then one line
   appended must reach all of them;
 - **idle watchers**: {plan.get('watchers', 10_000):,} clients following one file, with
-  flask-pine-ws under gunicorn gthread with one worker ({plan.get('watchers', 10_000) + 50:,}
-  threads: each connection holds a pool thread and its reader thread), against the asyncio
-  floor and frontail (websocketd and the `tail` floor run a process per client and are
-  left out); the server's RSS, threads and idle CPU, then lines appended, each checked to
-  reach every client once and in order.
+  flask-pine-ws under the same worker ({plan.get('watchers', 10_000) + 50:,} threads: each
+  connection holds a pool thread and its reader thread), without and with compression,
+  against the asyncio floor and frontail (websocketd and the `tail` floor run a process per
+  client and are left out); the server's RSS, threads and idle CPU, then lines appended,
+  each checked to reach every client once and in order.
 
 ## Results
 

@@ -47,7 +47,7 @@ RESULTS = targets.BENCH / "results"
 CASES = ("main", "backlog", "watchers")
 #: The targets of the ten-thousand-watchers case: one process each (a `tail`
 #: per client, as the tail floor and websocketd run, is 10,000 processes).
-WATCHER_TARGETS = ("asyncio", "frontail", "pine")
+WATCHER_TARGETS = ("asyncio", "frontail", "pine", "pine-deflate")
 
 
 @dataclass
