@@ -143,6 +143,28 @@ async def backlog(cls: type[Target], workdir: Path, clients: int, lines: int = 1
         path.unlink(missing_ok=True)
 
 
+def median_round(runs: list[Result]) -> Result:
+    """The round with the median ``last_ms`` of several, whole, with every round's figure.
+
+    A round that did not finish (an error, no client with its lines) counts as
+    the slowest. The checks hold for all rounds: ``wrong_backlog`` and
+    ``failed_connects`` are the worst round's, ``exact`` the least.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    def key(run: Result) -> float:
+        last = run.get("last_ms")
+        return float("inf") if last is None else float(last)
+    ordered = sorted(runs, key=key)
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["rounds_last_ms"] = [run.get("last_ms") for run in runs]
+    finished = [run for run in runs if "error" not in run and "skipped" not in run]
+    if finished and "error" not in median and "skipped" not in median:
+        for name, worst in (("wrong_backlog", max), ("failed_connects", max), ("exact", min)):
+            median[name] = worst(run.get(name, 0) for run in finished)
+    return median
+
+
 async def watchers(cls: type[Target], workdir: Path, count: int, appends: int = 20,
                    rate: float = 4.0, idle: float = 10.0, concurrency: int = 500,
                    connect_timeout: float = 240.0, follow_timeout: float = 60.0,
