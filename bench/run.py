@@ -63,7 +63,8 @@ class Plan:
     fanout: list[int] = field(default_factory=lambda: [1, 100, 500, 1000])
     idle: float = 10.0
     appends: int = 3
-    rotations: int = 3
+    #: each a move and a truncation; sub-millisecond figures: the median of 5 steadies them
+    rotations: int = 5
     filesize_duration: float = 3.0
     capacity_messages: int = 100_000
     capacity_mb: int = 100
