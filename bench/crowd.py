@@ -109,11 +109,17 @@ async def backlog(cls: type[Target], workdir: Path, clients: int, lines: int = 1
     made: list[Stream] = []
     try:
         await target.start(path)
+        before = target.pids([])
+        cpu0, switches0 = procstat.cpu_ns(before)[1], procstat.context_switches(before)
         t0 = time.monotonic_ns()
         # every client at once: the only limit is how fast this one process opens sockets
         streams, made, connect_s = await connect_many(target, clients, clients, timeout)
         sinks = _sinks(streams)
         await wait_for(lambda: all(len(k.lines) >= lines for k in sinks), timeout, step=0.01)
+        after = target.pids(streams)
+        # the server's work for the burst: its CPU and how often its threads were switched
+        burst_cpu_ms = (procstat.cpu_ns(after)[1] - cpu0) / 1e6
+        switches = procstat.context_switches(after) - switches0
         done = [(k.times[lines - 1] - t0) for k in sinks if len(k.lines) >= lines]
         wrong = sum(k.lines[:lines] != expected for k in sinks if len(k.lines) >= lines)
         await asyncio.sleep(0.5)
@@ -134,6 +140,8 @@ async def backlog(cls: type[Target], workdir: Path, clients: int, lines: int = 1
             "line_last_ms": ms(max(got)) if got else None,
             "line_median_client_ms": ms(statistics.median(got)) if got else None,
             "line_missing": len(sinks) - len(got),
+            "cpu_ms_per_client": round(burst_cpu_ms / max(len(streams), 1), 3),
+            "switches_per_client": round(switches / max(len(streams), 1), 1),
             # exactly the last lines, then the appended one, nothing else
             "exact": sum(k.lines == whole for k in sinks), **cost,
         }

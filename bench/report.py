@@ -188,19 +188,20 @@ def _crowd_tables(results: Results) -> list[str]:
             f" median one does); *wrong*: clients whose {k} lines were not the file's last {k}."
             f" Then one line appended: until the last client has it; *exact*: clients that got"
             f" exactly the {k} lines, then that line, nothing else. RSS and threads with every"
-            f" client connected.")
-        rounds = plan.get("backlog_rounds", 1)
-        if rounds > 1:
-            add(f" The case runs {rounds} times, the targets taking turns in each round; the"
-                " round with the median *all have them* is shown, *rounds* lists every"
-                " round's; *wrong* and *exact* are the worst rounds'.")
-        add("")
+            f" client connected; *CPU / client*: the server's CPU time (its threads' run time)"
+            f" from the first connect until the last client has its lines, per client;"
+            f" *switches / client*: its threads' context switches meanwhile."
+            + (f" The case runs {rounds} times, the targets taking turns in each round; the"
+               " round with the median *all have them* is shown, *rounds* lists every"
+               " round's; *wrong* and *exact* are the worst rounds'."
+               if (rounds := plan.get("backlog_rounds", 1)) > 1 else "") + "\n")
         add("| target | connected | all have them ms | median client ms | xfloor | xfrontail |"
-            " wrong | a line after: last ms | exact | RSS MB | threads | rounds ms |")
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+            " wrong | a line after: last ms | exact | RSS MB | threads | CPU / client ms |"
+            " switches / client | rounds ms |")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for label, r in rows:
             if "skipped" in r or "error" in r:
-                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||")
+                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||")
                 continue
             add(f"| {label} | {r['connected']:,} | {_fmt(r['last_ms'], 2)} | "
                 f"{_fmt(r['median_client_ms'], 2)} | "
@@ -208,6 +209,7 @@ def _crowd_tables(results: Results) -> list[str]:
                 f"{_ratio(r['last_ms'], _get(results, PEER, 'backlog', 'last_ms'))} | "
                 f"{r['wrong_backlog']} | {_fmt(r['line_last_ms'], 2)} | {r['exact']:,} | "
                 f"{_fmt(r['rss_mb'])} | {r['threads']:,} | "
+                f"{_fmt(r.get('cpu_ms_per_client'), 2)} | {_fmt(r.get('switches_per_client'))} | "
                 f"{', '.join(_fmt(x, 0) for x in r.get('rounds_last_ms', [r['last_ms']]))} |")
     rows = [(label, r) for name, label in names if (r := _get(results, name, "watchers"))]
     if rows:
@@ -446,6 +448,8 @@ def write_docs(results: Results, docs: Path) -> Path:
     m = results["machine"]
     plan = results["plan"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    # a case taken from another run of the same code (written into the results by hand)
+    also = f"\n- Also: {results['also']}." if results.get("also") else ""
     text = f"""# Benchmarks
 
 flask-pine-ws against the floor (what no server can beat) and its peers, every
@@ -453,7 +457,7 @@ target in the same run on the same machine; each figure is shown with its ratio
 to the asyncio floor of that run.
 
 - Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`;
-  how to run it: `bench/README.md`.
+  how to run it: `bench/README.md`.{also}
 - Date: {m['date']}; flask-pine-ws at `{m['flask_pine_ws']}`.
 - Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']},
   shared with other work while it ran; `fs.inotify.max_user_instances` =
