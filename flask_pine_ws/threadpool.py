@@ -5,12 +5,12 @@ gunicorn's ``gthread`` worker runs requests on a
 when a request finds none idle. A WebSocket holds its thread for its whole
 life, so when a crowd connects every new connection starts a thread while
 the others are being served, on the same GIL: in a burst of a thousand
-connections at once, about a tenth of the worker's time went to starting
-threads, and CPython makes each start of a non-daemon thread (the
-executor's) scan every other one (``threading._maintain_shutdown_locks``),
-quadratic in the pool's size. :class:`WarmPool` starts all of its threads
-when it is made, in the worker's boot, before it accepts anything: about
-16 KB of memory and 0.2 ms per thread, once.
+connections at once, CPython's start of the executor's non-daemon threads
+alone (each scans every other one, ``threading._maintain_shutdown_locks``:
+quadratic in the pool's size) took about a tenth of the worker's GIL-held
+time (py-spy). :class:`WarmPool` starts all of its threads when it is made,
+in the worker's boot, before it accepts anything: about 16 KB of memory and
+0.2 ms of CPU per thread, once.
 
 Its threads are daemon threads, unlike the executor's: a stopping worker
 does not wait for them at exit. gunicorn's own graceful stop still waits
