@@ -1,8 +1,9 @@
 """flask-pine-ws as the benchmark runs it: one route that follows one file.
 
-gunicorn (gthread) loads ``pine_app:app``; the file comes from ``BENCH_FILE``
-and compression from ``BENCH_COMPRESSION`` ("1" or "0"). Pings are off, as in
-every other target, so that idle CPU measures the watch, not keep-alives.
+gunicorn (``flask_pine_ws.worker.ThreadWorker``) loads ``pine_app:app``; the
+file comes from ``BENCH_FILE`` and compression from ``BENCH_COMPRESSION`` ("1"
+or "0"). Pings are off, as in every other target, so that idle CPU measures
+the watch, not keep-alives.
 ``/logs?lines=10`` begins at the file's last 10 lines (the backlog case);
 ``/logs`` at its end.
 """

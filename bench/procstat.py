@@ -1,4 +1,4 @@
-"""What a server costs, read from /proc: its process tree, RSS and CPU time.
+"""What a server costs, read from /proc: its process tree, RSS, CPU time and context switches.
 
 RSS is ``VmRSS`` summed over every process of the tree (shared pages count once
 per process, as ``ps`` shows them). CPU is ``utime + stime`` from
@@ -60,6 +60,20 @@ def cpu_ns(pids: list[int]) -> tuple[int, int]:
         except (OSError, ValueError):
             pass
     return ticks * TICK_NS, fine
+
+
+def context_switches(pids: list[int]) -> int:
+    """Voluntary and involuntary context switches so far, summed over the live threads."""
+    total = 0
+    for pid in pids:
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass  # a process or thread that ended meanwhile
+    return total
 
 
 def threads(pids: list[int]) -> int:

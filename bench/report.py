@@ -188,26 +188,36 @@ def _crowd_tables(results: Results) -> list[str]:
             f" median one does); *wrong*: clients whose {k} lines were not the file's last {k}."
             f" Then one line appended: until the last client has it; *exact*: clients that got"
             f" exactly the {k} lines, then that line, nothing else. RSS and threads with every"
-            f" client connected.\n")
+            f" client connected; *CPU / client*: the server's CPU time (its threads' run time)"
+            f" from the first connect until the last client has its lines, per client;"
+            f" *switches / client*: its threads' context switches meanwhile."
+            + (f" The case runs {rounds} times, the targets taking turns in each round; the"
+               " round with the median *all have them* is shown, *rounds* lists every"
+               " round's; *wrong* and *exact* are the worst rounds'."
+               if (rounds := plan.get("backlog_rounds", 1)) > 1 else "") + "\n")
         add("| target | connected | all have them ms | median client ms | xfloor | xfrontail |"
-            " wrong | a line after: last ms | exact | RSS MB | threads |")
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+            " wrong | a line after: last ms | exact | RSS MB | threads | CPU / client ms |"
+            " switches / client | rounds ms |")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for label, r in rows:
             if "skipped" in r or "error" in r:
-                add(f"| {label} | {r.get('skipped') or r.get('error')} ||||||||||")
+                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||")
                 continue
             add(f"| {label} | {r['connected']:,} | {_fmt(r['last_ms'], 2)} | "
                 f"{_fmt(r['median_client_ms'], 2)} | "
                 f"{_ratio(r['last_ms'], _get(results, FLOOR, 'backlog', 'last_ms'))} | "
                 f"{_ratio(r['last_ms'], _get(results, PEER, 'backlog', 'last_ms'))} | "
                 f"{r['wrong_backlog']} | {_fmt(r['line_last_ms'], 2)} | {r['exact']:,} | "
-                f"{_fmt(r['rss_mb'])} | {r['threads']:,} |")
+                f"{_fmt(r['rss_mb'])} | {r['threads']:,} | "
+                f"{_fmt(r.get('cpu_ms_per_client'), 2)} | {_fmt(r.get('switches_per_client'))} | "
+                f"{', '.join(_fmt(x, 0) for x in r.get('rounds_last_ms', [r['last_ms']]))} |")
     rows = [(label, r) for name, label in names if (r := _get(results, name, "watchers"))]
     if rows:
         n = plan.get("watchers", 10_000)
         k, rate = plan.get("watch_appends", 20), plan.get("watch_rate", 4.0)
         add(f"\n### Idle watchers: {n:,} clients of one file, one server process\n")
-        add(f"flask-pine-ws under gunicorn gthread with one worker and {n + 50:,} threads."
+        add("flask-pine-ws under `flask_pine_ws.worker.ThreadWorker` with one worker and"
+            f" {n + 50:,} threads."
             " Once every client has a probe line (each follows the file): the server's RSS"
             f" summed over its processes, its threads, its CPU over {plan['idle']:g} s with"
             f" nothing written (scaled to 10 s); then {k} lines appended, {rate:g} a second."
@@ -438,6 +448,8 @@ def write_docs(results: Results, docs: Path) -> Path:
     m = results["machine"]
     plan = results["plan"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    # a case taken from another run of the same code (written into the results by hand)
+    also = f"\n- Also: {results['also']}." if results.get("also") else ""
     text = f"""# Benchmarks
 
 flask-pine-ws against the floor (what no server can beat) and its peers, every
@@ -445,7 +457,7 @@ target in the same run on the same machine; each figure is shown with its ratio
 to the asyncio floor of that run.
 
 - Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`;
-  how to run it: `bench/README.md`.
+  how to run it: `bench/README.md`.{also}
 - Date: {m['date']}; flask-pine-ws at `{m['flask_pine_ws']}`.
 - Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']},
   shared with other work while it ran; `fs.inotify.max_user_instances` =
@@ -463,9 +475,11 @@ The targets:
   message per line;
 - **frontail**: one `tail -F` for all, one socket.io 2 event per line (the client
   speaks socket.io 2 / engine.io 3 itself, `bench/clients.py`);
-- **flask-pine-ws** under gunicorn gthread (one worker, as many threads as clients
-  plus 50), `watch_file(path, conn, lines=0)`, compression off, then on
-  (permessage-deflate); pings off in every target.
+- **flask-pine-ws** under `flask_pine_ws.worker.ThreadWorker`, the worker the deployment
+  notes recommend (gunicorn's gthread with a deadline for request headers and its threads
+  started at boot; one worker, as many threads as clients plus 50),
+  `watch_file(path, conn, lines=0)`, compression off, then on (permessage-deflate); pings off
+  in every target.
 
 The client is one asyncio process on the `websockets` package's sans-I/O
 protocol (a callback per message), which offers permessage-deflate as a browser
@@ -480,11 +494,11 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
   under websocketd); each client's lines are checked against the file's, then one line
   appended must reach all of them;
 - **idle watchers**: {plan.get('watchers', 10_000):,} clients following one file, with
-  flask-pine-ws under gunicorn gthread with one worker ({plan.get('watchers', 10_000) + 50:,}
-  threads: each connection holds a pool thread and its reader thread), against the asyncio
-  floor and frontail (websocketd and the `tail` floor run a process per client and are
-  left out); the server's RSS, threads and idle CPU, then lines appended, each checked to
-  reach every client once and in order.
+  flask-pine-ws under the same worker ({plan.get('watchers', 10_000) + 50:,} threads: each
+  connection holds a pool thread and its reader thread), without and with compression,
+  against the asyncio floor and frontail (websocketd and the `tail` floor run a process per
+  client and are left out); the server's RSS, threads and idle CPU, then lines appended,
+  each checked to reach every client once and in order.
 
 ## Results
 

@@ -202,14 +202,17 @@ class Frontail(Target):
 
 
 class Pine(Target):
-    """flask-pine-ws under gunicorn gthread: a pool thread per socket, plus its reader."""
+    """flask-pine-ws under the worker its deployment notes recommend (gunicorn gthread with a
+    deadline for headers and its threads started at boot): a pool thread per socket, plus
+    its reader."""
 
     compression = False
     app = "pine_app:app"
 
     def argv(self) -> list[str]:
         threads = self.max_clients + 50
-        return [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
+        return [sys.executable, "-m", "gunicorn", "-k", "flask_pine_ws.worker.ThreadWorker",
+                "-w", "1",
                 "--threads", str(threads), "--worker-connections", str(2 * threads),
                 "--backlog", "2048", "--timeout", "120", "--graceful-timeout", "5",
                 "--no-control-socket", "--log-level", "warning",

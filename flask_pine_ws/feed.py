@@ -199,7 +199,9 @@ class Reader:
         """After a read to the end of the file: join the feed if the reader may and can.
 
         Also tells the path's subscription where the reader is (for the
-        table's polling and safety checks).
+        table's polling and safety checks). The read must have begun after
+        :attr:`event` was cleared: a change of the file since then has set
+        it, and joining then gives the feed a turn that sends the change.
 
         :returns: whether it is live now.
         """
@@ -326,9 +328,14 @@ class Feed:
                 _count("feeds_started")
                 self._running = True
                 _dispatcher.attach(self)
-        # The file may have grown since the reader read it to the end: its
-        # own event took that signal, not the feed's turn. Look once.
-        _dispatcher.post(self)
+        # The file may have grown (or been replaced) since the reader read it
+        # to the end: that signal set the reader's own event, not a turn of
+        # the feed. Look once then. A signal after the join finds the reader
+        # live, and gives the feed a turn itself. Without the check every
+        # join cost a turn (a wake of the feeds' thread and five system
+        # calls), a thousand of them when a crowd connects.
+        if reader.event.is_set():
+            _dispatcher.post(self)
         return True
 
     def _refresh(self, *, force: bool) -> None:

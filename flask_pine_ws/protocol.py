@@ -56,23 +56,14 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
-from wsproto.utilities import LocalProtocolError
+from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from . import compression, memory, tcpinfo
 from .compression import Choice, Chooser
@@ -226,14 +217,52 @@ def _environ_socket(environ: dict[str, Any]) -> tuple[socket.socket, Mode]:
                        "no socket in the WSGI environ")
 
 
-def _handshake_request(environ: dict[str, Any]) -> bytes:
-    """The client's upgrade request, rebuilt from the environ for wsproto's handshake."""
-    lines = [b"GET / HTTP/1.1"]
-    for key, value in environ.items():
-        if key.startswith("HTTP_") and isinstance(value, str):
-            name = "-".join(part.capitalize() for part in key[5:].split("_"))
-            lines.append(f"{name}: {value}".encode("latin-1"))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+class Answer(NamedTuple):
+    """The server's side of an accepted upgrade (see :func:`answer_upgrade`)."""
+
+    #: The whole ``101 Switching Protocols`` response, head and blank line.
+    response: bytes
+    #: The subprotocol chosen (the client's first that the server lists), or ``None``.
+    subprotocol: str | None
+    #: The deflate extension, when the client offered permessage-deflate and it was accepted.
+    deflate: BoundedDeflate | None
+
+
+def _comma_list(value: str) -> list[str]:
+    """A header's comma-separated items, stripped (gunicorn joins repeated headers with ",")."""
+    return [item.strip() for item in value.split(",")]
+
+
+def answer_upgrade(environ: dict[str, Any], subprotocols: Sequence[str],
+                   deflate: BoundedDeflate | None) -> Answer:
+    """The 101 for an upgrade request the view has checked (:func:`.handshake.refusal`).
+
+    Built from the WSGI environ directly: the server parsed the request once
+    already, and rebuilding it for a second parse and answer through
+    wsproto's HTTP layer (h11) took about 9% of a worker's time when a crowd
+    connected at once (py-spy). What is negotiated is what
+    wsproto's own server handshake negotiates, with wsproto's own functions
+    (the accept token, :func:`wsproto.handshake.server_extensions_handshake`);
+    ``tests/test_protocol_contract.py`` checks the answer byte for byte
+    against wsproto's.
+
+    :param deflate: the extension to offer to accept, or ``None`` (compression off).
+    """
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip().encode("latin-1")
+    head = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade",
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key)]
+    offered = _comma_list(environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", ""))
+    chosen = next((p for p in offered if p in subprotocols), None)
+    if chosen is not None:
+        head.append(b"Sec-WebSocket-Protocol: " + chosen.encode("ascii"))
+    accepted: BoundedDeflate | None = None
+    offers = environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS")
+    if deflate is not None and offers and offers.isascii():
+        agreed = server_extensions_handshake(_comma_list(offers), [deflate])
+        if agreed is not None and deflate.enabled():
+            head.append(b"Sec-WebSocket-Extensions: " + agreed)
+            accepted = deflate
+    return Answer(b"\r\n".join(head) + b"\r\n\r\n", chosen, accepted)
 
 
 class Protocol:
@@ -275,14 +304,18 @@ class Protocol:
         self._peak = 0  # the largest message received, for giving memory back
         self._next_ping = 0.0
         self._ping_out: float | None = None  # when the oldest unanswered ping left
-        self.subprotocol: str | None = None
-        self._deflate: BoundedDeflate | None = None  # set once negotiated
         self._tcp_info_last: tcpinfo.TcpInfo | None = None
         self._tcp_info_at = -_TCP_INFO_TTL
         #: Under permessage-deflate, which messages are compressed (its ``choice``
         #: may be changed at any time: a benchmark, a test).
         self.chooser = Chooser(settings.deflate_choice)
-        self._ws = WSConnection(ConnectionType.SERVER)
+        answer = answer_upgrade(
+            environ, settings.subprotocols,
+            BoundedDeflate(settings.max_message_size) if settings.compression else None)
+        self.subprotocol: str | None = answer.subprotocol
+        self._deflate: BoundedDeflate | None = answer.deflate
+        self._ws = Connection(ConnectionType.SERVER,
+                              [answer.deflate] if answer.deflate is not None else None)
         # The reader thread starts before the 101 is written and waits for
         # it: a process out of threads (the kernel's pid_max is shared by
         # every thread of the machine) is then refused with a status the
@@ -294,30 +327,11 @@ class Protocol:
         except RuntimeError as exc:  # "can't start new thread"
             raise NoThreadLeft(str(exc)) from None
         try:
-            self._handshake(environ)
+            with self._send_lock:
+                self._write(answer.response, settings.send_timeout)
+            self._open = True
         finally:
             self._answered.set()
-
-    # -- handshake -------------------------------------------------------------
-
-    def _handshake(self, environ: dict[str, Any]) -> None:
-        self._ws.receive_data(_handshake_request(environ))
-        request = next((e for e in self._ws.events() if isinstance(e, Request)), None)
-        if request is None:  # the view checked the request already: not reached
-            raise RuntimeError("not a WebSocket upgrade request")
-        self.subprotocol = next((p for p in request.subprotocols
-                                 if p in self._settings.subprotocols), None)
-        extensions: list[Extension] = []
-        if self._settings.compression:
-            extensions.append(BoundedDeflate(self._settings.max_message_size))
-        answer = self._ws.send(AcceptConnection(subprotocol=self.subprotocol,
-                                                extensions=extensions))
-        deflate = extensions[0] if extensions else None
-        if isinstance(deflate, BoundedDeflate) and deflate.enabled():
-            self._deflate = deflate
-        with self._send_lock:
-            self._write(answer, self._settings.send_timeout)
-        self._open = True
 
     # -- state -----------------------------------------------------------------
 

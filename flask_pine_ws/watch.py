@@ -128,7 +128,8 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         conn.close(1008, NUL_REASON)
         return
     roots = _roots(root)
-    if roots is not None and not _inside(os.path.realpath(target), roots):
+    real = os.path.realpath(target)  # one walk of the path's links, for both uses below
+    if roots is not None and not _inside(real, roots):
         conn.close(1008, REFUSED_REASON)
         return
     framed = conn.subprotocol == FRAMED_SUBPROTOCOL
@@ -141,7 +142,7 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
     # directory the watch on the path's own directory never hears of: such a
     # watcher also watches its target (moved when the link is repointed), and
     # reads on its own, since its feed is woken by the path's directory only.
-    linked = os.path.realpath(target) != target
+    linked = real != target
     # Caught up, the watcher joins the file's feed, which reads and frames
     # each append once for all its live readers (see .feed).
     kind: PayloadKind = "bytes" if binary or framed else "text"

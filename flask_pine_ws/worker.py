@@ -9,7 +9,7 @@ script, take every thread of a worker, and every other client waits
 thread keeps it alive), nor ``--keep-alive`` (it covers connections between
 requests, in the poller, not a request being read).
 
-:class:`ThreadWorker` is ``gthread`` with two changes:
+:class:`ThreadWorker` is ``gthread`` with three changes:
 
 - A new plain-TCP connection gets no thread to *wait* for its headers: the
   thread reads what has arrived without blocking, and while the end of the
@@ -34,6 +34,10 @@ requests, in the poller, not a request being read).
   deadline (a heap; it sleeps until the earliest), which ends the blocked
   read at once. Once the headers are in, the deadline is lifted: a
   WebSocket then lives as long as it likes.
+- Its ``--threads`` threads are all started when the worker boots
+  (:class:`.threadpool.WarmPool`), not one by one as connections come: a
+  WebSocket holds its thread for good, so a crowd connecting at once would
+  otherwise start hundreds of threads while being served.
 
 Use it with any gunicorn configuration::
 
@@ -57,6 +61,8 @@ from typing import Any
 
 from gunicorn.workers import gthread as _gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
+
+from .threadpool import WarmPool
 
 try:
     from gunicorn.http2.negotiation import prior_knowledge_allowed as _h2_prior_knowledge
@@ -206,6 +212,10 @@ class ThreadWorker(_GThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
     def init_process(self) -> None:
         self.header_deadlines = HeaderDeadlines(header_timeout())
         super().init_process()
+
+    def get_thread_pool(self) -> WarmPool:
+        # Every thread started now, none while a crowd connects (see .threadpool).
+        return WarmPool(self.cfg.threads, name="pine-ws-request")
 
     def handle(self, conn: Any) -> Any:
         deadlines: HeaderDeadlines = self.header_deadlines

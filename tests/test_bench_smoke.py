@@ -69,6 +69,11 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
         assert backlog["exact"] == 20 and backlog["line_missing"] == 0, (name, backlog)
         assert 0 < backlog["median_client_ms"] <= backlog["last_ms"], (name, backlog)
         assert backlog["line_last_ms"] > 0 and backlog["rss_mb"] > 0, (name, backlog)
+        # two rounds, the median one shown: its figure is one of the rounds'
+        rounds = backlog["rounds_last_ms"]
+        assert len(rounds) == 2 and backlog["last_ms"] in rounds, (name, backlog)
+        # the server worked for the burst, and its threads were switched
+        assert backlog["cpu_ms_per_client"] > 0 and backlog["switches_per_client"] > 0, backlog
         watchers = target["watchers"]
         assert "error" not in watchers, (name, watchers)
         assert watchers["connected"] == watchers["clients"] == 50, (name, watchers)

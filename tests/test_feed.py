@@ -23,6 +23,7 @@ from flask import Flask
 from wspeer import Peer, conn_pair
 
 from flask_pine_ws import Config, Conn, feed, watch_file
+from flask_pine_ws.follower import Chunk, FileFollower
 from flask_pine_ws.watchtable import WatchTable
 
 WAIT = 60.0  # generous: a shared, noisy 2-core machine
@@ -276,3 +277,42 @@ def test_broadcast_off_readers_read_on_their_own_through_one_subscription(
         s = feed.stats()
         assert s["live"] == 0 and s["dispatcher"]["threads"] == 0
         assert WatchTable.current().stats()["subscribers"] == 1
+
+
+def test_an_append_between_a_readers_read_and_its_join_reaches_it(tmp_path: Path) -> None:
+    """The window between a reader's last read and its join, driven step by step.
+
+    The reader reads the file to its end, then the file grows and the table's
+    thread signals the feed while the reader is not live yet: the signal sets
+    the reader's own event, and no turn of the feed reads the append. Joining
+    then must give the feed a turn of its own: the client gets the append
+    without the reader's thread reading again (it does nothing after the join).
+    """
+    path = tmp_path / "app.log"
+    path.write_bytes(b"first\n")
+    with conn_pair() as (conn, peer):
+        reader = feed.register(conn, str(path), "bytes", 64 * 1024)
+        follower = FileFollower(str(path), binary=True)
+        try:
+            follower.start(offset=0)
+            reader.event.clear()  # as watch_file does before each read
+            assert reader.step() != feed.LIVE
+            for item in follower.read():
+                if isinstance(item, Chunk):
+                    conn.send(item.data)
+            append(path, b"second\n")
+            assert reader.event.wait(WAIT), "the table never signalled the append"
+            assert reader.caught_up(follower)  # live: the feed sends from here on
+            # well before the table's safety check (every 30 s), which would
+            # find the append too, late
+            deadline = time.monotonic() + 15
+            got = b""
+            while got != b"first\nsecond\n":
+                message = peer.message(max(0.01, deadline - time.monotonic()))
+                assert isinstance(message, bytes)
+                got += message
+                assert b"first\nsecond\n".startswith(got), got
+        finally:
+            reader.close()
+            follower.close()
+    wait_until(lambda: feed.stats()["feeds"] == [], "the feed gone with its reader")

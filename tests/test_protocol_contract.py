@@ -13,7 +13,7 @@ import zlib
 import pytest
 from wspeer import client_frame, environ_from
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -27,40 +27,82 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from flask_pine_ws.protocol import BoundedDeflate, _handshake_request, server_frame
+from flask_pine_ws.protocol import BoundedDeflate, answer_upgrade, server_frame
 
 
-def _pair(*, deflate: bool = False, server_ext: list[object] | None = None,
+def _pair(*, deflate: bool = False, server_ext: list[BoundedDeflate] | None = None,
           subprotocols: list[str] | None = None,
-          chosen: str | None = None) -> tuple[WSConnection, WSConnection, AcceptConnection]:
-    """A server and a client state machine after the handshake, the way protocol.py does it."""
+          chosen: str | None = None) -> tuple[Connection, WSConnection, AcceptConnection]:
+    """A server and a client state machine after the handshake, the way protocol.py does it.
+
+    ``server_ext``: the deflate the server would accept ([] for none; default:
+    one when ``deflate``); ``chosen``: the subprotocol the server lists.
+    """
     client = WSConnection(ConnectionType.CLIENT)
     request = client.send(Request(host="h", target="/", subprotocols=subprotocols or [],
                                   extensions=[PerMessageDeflate()] if deflate else []))
-    server = WSConnection(ConnectionType.SERVER)
-    # protocol.py rebuilds the request from the WSGI environ's HTTP_* keys
-    server.receive_data(_handshake_request(environ_from(request, None)))  # type: ignore[arg-type]
-    events = list(server.events())
-    assert len(events) == 1 and isinstance(events[0], Request)
-    extensions = server_ext if server_ext is not None else (
+    offer = server_ext if server_ext is not None else (
         [BoundedDeflate(1 << 20)] if deflate else [])
-    client.receive_data(server.send(AcceptConnection(subprotocol=chosen,
-                                                     extensions=extensions)))  # type: ignore[arg-type]
+    answer = answer_upgrade(environ_from(request, None),  # type: ignore[arg-type]
+                            [chosen] if chosen else [], offer[0] if offer else None)
+    server = Connection(ConnectionType.SERVER,
+                        [answer.deflate] if answer.deflate is not None else None)
+    client.receive_data(answer.response)
     accepted = next(client.events())
     assert isinstance(accepted, AcceptConnection)
     assert server.state is ConnectionState.OPEN and client.state is ConnectionState.OPEN
     return server, client, accepted
 
 
-def test_handshake_from_a_rebuilt_request_gives_the_clients_subprotocols() -> None:
-    client = WSConnection(ConnectionType.CLIENT)
-    request = client.send(Request(host="h", target="/", subprotocols=["a", "b"]))
+def _wsproto_answer(request: bytes, subprotocols: list[str],
+                    deflate: BoundedDeflate | None) -> bytes:
+    """What wsproto's own server handshake (through h11) answers the same request."""
     server = WSConnection(ConnectionType.SERVER)
-    server.receive_data(_handshake_request(environ_from(request, None)))  # type: ignore[arg-type]
+    server.receive_data(request)
     event = next(server.events())
-    assert isinstance(event, Request) and event.subprotocols == ["a", "b"]
+    assert isinstance(event, Request)
+    chosen = next((p for p in event.subprotocols if p in subprotocols), None)
+    return server.send(AcceptConnection(subprotocol=chosen,
+                                        extensions=[deflate] if deflate else []))
+
+
+@pytest.mark.parametrize("offers", [
+    [], ["permessage-deflate"], ["permessage-deflate; client_max_window_bits"],
+    ["permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
+     "permessage-deflate"],
+    ["x-webkit-deflate-frame", "permessage-deflate; server_max_window_bits=12"],
+])
+@pytest.mark.parametrize("protocols", [[], ["a"], ["b", "a"]])
+@pytest.mark.parametrize("compression", [True, False])
+def test_the_answer_built_from_the_environ_is_wsprotos_answer(
+        offers: list[str], protocols: list[str], compression: bool) -> None:
+    """protocol.answer_upgrade writes the 101 itself: byte for byte what wsproto would."""
+    head = [b"GET /x HTTP/1.1", b"Host: h", b"Upgrade: websocket", b"Connection: Upgrade",
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Version: 13"]
+    if protocols:
+        head.append(b"Sec-WebSocket-Protocol: " + ", ".join(protocols).encode())
+    if offers:
+        head.append(b"Sec-WebSocket-Extensions: " + ", ".join(offers).encode())
+    request = b"\r\n".join(head) + b"\r\n\r\n"
+    ours = answer_upgrade(environ_from(request, None), ["a"],  # type: ignore[arg-type]
+                          BoundedDeflate(100) if compression else None)
+    theirs = _wsproto_answer(request, ["a"], BoundedDeflate(100) if compression else None)
+    assert ours.response == theirs
+    assert ours.subprotocol == ("a" if "a" in protocols else None)
+    assert (ours.deflate is not None) == (compression and b"permessage-deflate" in theirs)
+
+
+def test_the_answers_accept_token_is_rfc_6455s_example() -> None:
+    """RFC 6455 1.3: the key dGhlIHNhbXBsZSBub25jZQ== is answered s3pPLMBiTxaQ9kYGzzhZRbK+xOo=."""
+    answer = answer_upgrade({"HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="}, [], None)
+    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer.response
+
+
+def test_subprotocols_come_from_the_environ_in_the_clients_order() -> None:
     _, _, accepted = _pair(subprotocols=["a", "b"], chosen="b")
     assert accepted.subprotocol == "b"
+    _, _, accepted = _pair(subprotocols=["a", "b"], chosen="c")
+    assert accepted.subprotocol is None
 
 
 def test_deflate_is_accepted_only_when_offered_and_listed() -> None:
