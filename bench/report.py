@@ -8,6 +8,7 @@ than absolute figures. :func:`checks` says which of the project's targets hold.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,20 @@ def _crowd_checks(results: Results, target: str) -> list[tuple[str, bool | None,
     return out
 
 
+def _table(columns: list[str], rows: list[tuple[str, dict[str, Any]]],
+           cells: Callable[[dict[str, Any]], list[str]]) -> list[str]:
+    """A Markdown table: a row per target, its cells from ``cells``; a skipped or failed
+    target's row says why across the line (the column count is the header's)."""
+    out = ["| " + " | ".join(columns) + " |", "|---" + "|--:" * (len(columns) - 1) + "|"]
+    for label, r in rows:
+        if "skipped" in r or "error" in r:
+            out.append(f"| {label} | {r.get('skipped') or r.get('error')} |"
+                       + "|" * (len(columns) - 2))
+        else:
+            out.append("| " + " | ".join([label, *cells(r)]) + " |")
+    return out
+
+
 def _crowd_tables(results: Results) -> list[str]:
     lines: list[str] = []
     add = lines.append
@@ -195,22 +210,18 @@ def _crowd_tables(results: Results) -> list[str]:
                " round with the median *all have them* is shown, *rounds* lists every"
                " round's; *wrong* and *exact* are the worst rounds'."
                if (rounds := plan.get("backlog_rounds", 1)) > 1 else "") + "\n")
-        add("| target | connected | all have them ms | median client ms | xfloor | xfrontail |"
-            " wrong | a line after: last ms | exact | RSS MB | threads | CPU / client ms |"
-            " switches / client | rounds ms |")
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-        for label, r in rows:
-            if "skipped" in r or "error" in r:
-                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||")
-                continue
-            add(f"| {label} | {r['connected']:,} | {_fmt(r['last_ms'], 2)} | "
-                f"{_fmt(r['median_client_ms'], 2)} | "
-                f"{_ratio(r['last_ms'], _get(results, FLOOR, 'backlog', 'last_ms'))} | "
-                f"{_ratio(r['last_ms'], _get(results, PEER, 'backlog', 'last_ms'))} | "
-                f"{r['wrong_backlog']} | {_fmt(r['line_last_ms'], 2)} | {r['exact']:,} | "
-                f"{_fmt(r['rss_mb'])} | {r['threads']:,} | "
-                f"{_fmt(r.get('cpu_ms_per_client'), 2)} | {_fmt(r.get('switches_per_client'))} | "
-                f"{', '.join(_fmt(x, 0) for x in r.get('rounds_last_ms', [r['last_ms']]))} |")
+        lines += _table(
+            ["target", "connected", "all have them ms", "median client ms", "xfloor", "xfrontail",
+             "wrong", "a line after: last ms", "exact", "RSS MB", "threads", "CPU / client ms",
+             "switches / client", "rounds ms"], rows,
+            lambda r: [f"{r['connected']:,}", _fmt(r["last_ms"], 2),
+                       _fmt(r["median_client_ms"], 2),
+                       _ratio(r["last_ms"], _get(results, FLOOR, "backlog", "last_ms")),
+                       _ratio(r["last_ms"], _get(results, PEER, "backlog", "last_ms")),
+                       str(r["wrong_backlog"]), _fmt(r["line_last_ms"], 2), f"{r['exact']:,}",
+                       _fmt(r["rss_mb"]), f"{r['threads']:,}",
+                       _fmt(r.get("cpu_ms_per_client"), 2), _fmt(r.get("switches_per_client")),
+                       ", ".join(_fmt(x, 0) for x in r.get("rounds_last_ms", [r["last_ms"]]))])
     rows = [(label, r) for name, label in names if (r := _get(results, name, "watchers"))]
     if rows:
         n = plan.get("watchers", 10_000)
@@ -226,21 +237,17 @@ def _crowd_tables(results: Results) -> list[str]:
             " from then). *Last*: until the last client has a line (median over the lines;"
             " *max*: the slowest line); *exact*: clients that got every line once, in order;"
             " *missing*: lines (of all clients) not there 30 s after the last append.\n")
-        add("| target | connected | connect s | not following | RSS MB | processes | threads |"
-            " busy after s | idle CPU ms / 10 s (stat) | (schedstat) | last ms | max ms |"
-            " median client ms | xfloor | exact | missing |")
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-        for label, r in rows:
-            if "skipped" in r or "error" in r:
-                add(f"| {label} | {r.get('skipped') or r.get('error')} |||||||||||||||")
-                continue
-            add(f"| {label} | {r['connected']:,} | {_fmt(r['connect_s'])} | "
-                f"{r['never_followed']:,} | {_fmt(r['rss_mb'])} | {r['processes']} | "
-                f"{r['threads']:,} | {_fmt(r['settle_s'])} | {_fmt(r['idle_cpu_ms'])} | "
-                f"{_fmt(r['idle_cpu_ms_sched'], 2)} | {_fmt(r['last_ms'], 2)} | "
-                f"{_fmt(r['last_max_ms'], 2)} | {_fmt(r['median_client_ms'], 2)} | "
-                f"{_ratio(r['last_ms'], _get(results, FLOOR, 'watchers', 'last_ms'))} | "
-                f"{r['exact']:,} | {r['missing']:,} |")
+        lines += _table(
+            ["target", "connected", "connect s", "not following", "RSS MB", "processes",
+             "threads", "busy after s", "idle CPU ms / 10 s (stat)", "(schedstat)", "last ms",
+             "max ms", "median client ms", "xfloor", "exact", "missing"], rows,
+            lambda r: [f"{r['connected']:,}", _fmt(r["connect_s"]), f"{r['never_followed']:,}",
+                       _fmt(r["rss_mb"]), str(r["processes"]), f"{r['threads']:,}",
+                       _fmt(r["settle_s"]), _fmt(r["idle_cpu_ms"]),
+                       _fmt(r["idle_cpu_ms_sched"], 2), _fmt(r["last_ms"], 2),
+                       _fmt(r["last_max_ms"], 2), _fmt(r["median_client_ms"], 2),
+                       _ratio(r["last_ms"], _get(results, FLOOR, "watchers", "last_ms")),
+                       f"{r['exact']:,}", f"{r['missing']:,}"])
     return lines
 
 
