@@ -485,9 +485,13 @@ def _watch(sample: Sample) -> None:
     logs.mkdir()
     (pid,) = srv.worker_pids()
     with ws(srv, "/ws/app?lines=2") as conn:  # the file does not exist yet: waited for
-        # created once the worker watches its directory, not after a guessed sleep
+        # created once the worker watches its directory and its watcher found no file and
+        # waits (every thread of the worker asleep), not after a guessed sleep: created
+        # earlier, the watcher would begin at its last 2 lines, as for any file
         wait_until(lambda: logs.stat().st_ino in _watched_inodes(pid), timeout=TIMEOUT,
                    message="the worker watching logs/")
+        wait_until(lambda: _asleep(pid) and (time.sleep(0.05) or _asleep(pid)),
+                   timeout=TIMEOUT, message="every thread of the worker waiting")
         log.write_text("one\ntwo\nthree\n")
         receive_text(conn, "one\ntwo\nthree\n")  # a new file: from byte 0
     with ws(srv, "/ws/app?lines=2") as conn:
@@ -512,6 +516,18 @@ def _watch(sample: Sample) -> None:
             conn.recv(timeout=TIMEOUT)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         assert closed.value.rcvd.reason == "path outside the allowed watch roots"
+
+
+def _asleep(pid: int) -> bool:
+    """Every thread of process ``pid`` is blocked (none running or ready to run)."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        states.append(stat[stat.rindex(")") + 2])
+    return bool(states) and all(state in "SD" for state in states)
 
 
 def _watched_inodes(pid: int) -> set[int]:
