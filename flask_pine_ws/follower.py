@@ -466,11 +466,18 @@ class FileFollower:
                     return
                 self._offset, self._sig = 0, b""
                 yield Rotated(self._next_how, self.current_id or "")
-            if self._ahead is None and self._rewritten():
+            fresh = self._ahead is not None
+            if not fresh and self._rewritten():
                 yield from self._restart()
                 continue
             yield from self._drain()
             assert self._fd is not None
+            if fresh and self._ahead is None and self._stat is not None:
+                # What start() read, to the end start() saw: its stat (taken
+                # just before) stands for the file's. A change since then is
+                # the caller's next read, as after any read.
+                self._mtime_ns = self._stat.st_mtime_ns
+                return
             st = os.fstat(self._fd)
             self._mtime_ns = st.st_mtime_ns
             if st.st_size < self._offset:

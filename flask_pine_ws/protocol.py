@@ -46,6 +46,9 @@ file). A compressed message is inflated no further than
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
+import os
 import select
 import socket
 import ssl
@@ -57,6 +60,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
+from weakref import ReferenceType, ref
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
@@ -120,7 +124,121 @@ PING_TIMEOUT_REASON = "Ping/Pong timeout"
 
 
 class NoThreadLeft(RuntimeError):
-    """The connection's reader thread could not start: refuse the upgrade (503), retry later."""
+    """A thread the connection needs could not start: refuse the upgrade (503), retry later."""
+
+
+class _Doorbell:
+    """One thread per process that watches the sockets of connections with no reader yet.
+
+    A connection's reader thread starts only once its client sends
+    something (a message, a pong, its close, or its end), or once a ping is
+    due. Until then the socket is in this thread's epoll set: a thousand
+    clients connecting at once to watch a file, who send nothing, cost a
+    thousand ``epoll_ctl`` calls instead of a thousand threads started and
+    handing the GIL to each other (about a fifth of the worker's CPU in that
+    crowd). A watcher whose client never speaks never has a reader thread
+    (with pings off), which also halves the threads of idle watchers.
+
+    The thread runs only while some socket waits, as the feeds' thread does;
+    its epoll and eventfd are closed with it. Not for TLS sockets, whose
+    library may hold decrypted bytes the socket no longer shows.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[int, Protocol] = {}
+        #: (due, tie-break, connection): pings due for connections still waiting.
+        self._timers: list[tuple[float, int, ReferenceType[Protocol]]] = []
+        self._order = itertools.count()
+        self._epoll: select.epoll | None = None
+        self._eventfd = -1
+        self._sleeping_until = 0.0  # when the thread's current poll ends (a hint)
+        self._pid = os.getpid()
+
+    def watch(self, protocol: Protocol, fd: int) -> None:
+        """Wait for ``fd`` to be readable (or a ping due), then start ``protocol``'s reader.
+
+        :raises NoThreadLeft: the thread could not start (nothing is watched).
+        """
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread is not ours
+                self._pid, self._epoll, self._waiting, self._timers = os.getpid(), None, {}, []
+            if self._epoll is None:
+                self._start()
+            assert self._epoll is not None
+            self._waiting[fd] = protocol
+            self._epoll.register(fd, select.EPOLLIN)
+            due = protocol._next_ping if protocol._settings.ping_interval else 0.0
+            if due:
+                heapq.heappush(self._timers, (due, next(self._order), ref(protocol)))
+                if due < self._sleeping_until:
+                    os.eventfd_write(self._eventfd, 1)  # wake it: an earlier ping
+
+    def forget(self, protocol: Protocol, fd: int) -> None:
+        """Stop watching ``fd`` for ``protocol`` (its handshake failed)."""
+        with self._lock:
+            if self._waiting.get(fd) is protocol:
+                del self._waiting[fd]
+                assert self._epoll is not None
+                self._epoll.unregister(fd)
+                if not self._waiting:
+                    os.eventfd_write(self._eventfd, 1)  # its thread ends now
+
+    def _start(self) -> None:
+        """Lock held: a new epoll and eventfd, and the thread that polls them."""
+        epoll = select.epoll()
+        eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        epoll.register(eventfd, select.EPOLLIN)
+        try:
+            threading.Thread(target=self._run, args=(epoll, eventfd), name="pine-ws-doorbell",
+                             daemon=True).start()
+        except RuntimeError as exc:  # "can't start new thread"
+            epoll.close()
+            os.close(eventfd)
+            raise NoThreadLeft(str(exc)) from None
+        self._epoll, self._eventfd = epoll, eventfd
+
+    def _run(self, epoll: select.epoll, eventfd: int) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    # Nothing waits: end, and give the descriptors back.
+                    self._epoll, self._eventfd, self._timers = None, -1, []
+                    epoll.close()
+                    os.close(eventfd)
+                    return
+                now = time.monotonic()
+                due = self._timers[0][0] if self._timers else now + 60.0
+                self._sleeping_until = due
+            ready = epoll.poll(max(0.0, due - now))
+            ringing: list[Protocol] = []
+            with self._lock:
+                self._sleeping_until = 0.0
+                for fd, _ in ready:
+                    if fd == eventfd:
+                        try:
+                            os.eventfd_read(eventfd)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    protocol = self._waiting.pop(fd, None)
+                    if protocol is not None:
+                        epoll.unregister(fd)
+                        ringing.append(protocol)
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, weak = heapq.heappop(self._timers)
+                    protocol = weak()
+                    if protocol is not None and protocol._waiting_fd >= 0 and \
+                            self._waiting.get(protocol._waiting_fd) is protocol:
+                        del self._waiting[protocol._waiting_fd]
+                        epoll.unregister(protocol._waiting_fd)
+                        ringing.append(protocol)
+            for protocol in ringing:
+                protocol._start_reader()
+
+
+_doorbell = _Doorbell()
 
 
 @dataclass(frozen=True)
@@ -302,7 +420,7 @@ class Protocol:
         self._parts: list[str | bytes | bytearray] = []  # fragments of the message being received
         self._parts_len = 0
         self._peak = 0  # the largest message received, for giving memory back
-        self._next_ping = 0.0
+        self._next_ping = time.monotonic() + settings.ping_interval
         self._ping_out: float | None = None  # when the oldest unanswered ping left
         self._tcp_info_last: tcpinfo.TcpInfo | None = None
         self._tcp_info_at = -_TCP_INFO_TTL
@@ -316,22 +434,28 @@ class Protocol:
         self._deflate: BoundedDeflate | None = answer.deflate
         self._ws = Connection(ConnectionType.SERVER,
                               [answer.deflate] if answer.deflate is not None else None)
-        # The reader thread starts before the 101 is written and waits for
-        # it: a process out of threads (the kernel's pid_max is shared by
-        # every thread of the machine) is then refused with a status the
-        # client understands, instead of a 101 no thread will ever serve.
+        # The reader (a thread, or the doorbell that starts one when the
+        # client sends something) is set up before the 101 is written and
+        # waits for it: a process out of threads (the kernel's pid_max is
+        # shared by every thread of the machine) is then refused with a
+        # status the client understands, instead of a 101 nobody serves.
         self._answered = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
-        try:
-            self._thread.start()
-        except RuntimeError as exc:  # "can't start new thread"
-            raise NoThreadLeft(str(exc)) from None
+        self._handshaken = False
+        self._finished = threading.Event()  # the reader's work is done: the socket is closed
+        self._waiting_fd = -1  # in the doorbell's set until its reader starts
+        if self._nonblocking:
+            self._waiting_fd = sock.fileno()
+            _doorbell.watch(self, self._waiting_fd)
+        else:
+            self._start_thread()
         try:
             with self._send_lock:
                 self._write(answer.response, settings.send_timeout)
-            self._open = True
+            self._open = self._handshaken = True
         finally:
             self._answered.set()
+            if not self._handshaken and self._waiting_fd >= 0:
+                _doorbell.forget(self, self._waiting_fd)
 
     # -- state -----------------------------------------------------------------
 
@@ -339,10 +463,6 @@ class Protocol:
     def connected(self) -> bool:
         """``True`` until a close frame went either way or the socket failed."""
         return self._open
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
 
     @property
     def close_code(self) -> int:
@@ -692,35 +812,59 @@ class Protocol:
             return None
         return max(0.0, self._next_ping - time.monotonic())
 
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            raise NoThreadLeft(str(exc)) from None
+
+    def _start_reader(self) -> None:
+        """The doorbell's call: the client sent something, or a ping is due."""
+        try:
+            self._start_thread()
+        except NoThreadLeft:
+            # Nobody can read this connection: end it rather than leave it
+            # unread (its client sees it closed, its handler ConnectionClosed).
+            self.abort()
+            self._end()
+            self._finished.set()
+
     def _run(self) -> None:
         self._answered.wait()
-        if not self._open:
-            return  # the handshake failed: the view answers, the socket is not ours
         try:
-            self._read_loop()
-        except _GONE:
-            pass
+            if not self._handshaken:
+                return  # the view answers: the socket is not ours
+            try:
+                self._read_loop()
+            except _GONE:
+                pass
+            finally:
+                self._end()
         finally:
-            self._open = False
-            with self._send_lock:
-                self._pending = b""
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self._sock.close()
-            self._parts = []
-            # a large message, or one refused as too big (inflated up to the
-            # limit, maybe without ever becoming an event)
-            if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
-                memory.release()
-            self._notify()
+            self._finished.set()
+
+    def _end(self) -> None:
+        """The reader's last act: the connection is over and its socket closed."""
+        self._open = False
+        with self._send_lock:
+            self._pending = b""
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        self._parts = []
+        # a large message, or one refused as too big (inflated up to the
+        # limit, maybe without ever becoming an event)
+        if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
+            memory.release()
+        self._notify()
 
     def _read_loop(self) -> None:
         settings = self._settings
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
-        self._next_ping = time.monotonic() + settings.ping_interval
         while self._open or self._ws.state is ConnectionState.LOCAL_CLOSING:
             wait = self._until_ping()
             # TLS may hold decrypted bytes the socket's fd no longer shows
@@ -830,9 +974,8 @@ class Protocol:
             pass
 
     def join(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the reader thread; ``True`` once it ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait up to ``timeout`` for the reader to end; ``True`` once it did (socket closed)."""
+        return self._finished.wait(timeout)
 
 
 __all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings"]
