@@ -174,6 +174,11 @@ class _Doorbell:
                 if due < self._sleeping_until:
                     os.eventfd_write(self._eventfd, 1)  # wake it: an earlier ping
 
+    def waiting(self) -> int:
+        """How many sockets wait for their reader now."""
+        with self._lock:
+            return len(self._waiting) if self._pid == os.getpid() else 0
+
     def forget(self, protocol: Protocol, fd: int) -> None:
         """Stop watching ``fd`` for ``protocol`` (its handshake failed)."""
         with self._lock:
@@ -239,6 +244,11 @@ class _Doorbell:
 
 
 _doorbell = _Doorbell()
+
+
+def waiting_readers() -> int:
+    """How many of this process's connections have no reader thread yet (a gauge for tests)."""
+    return _doorbell.waiting()
 
 
 @dataclass(frozen=True)
@@ -978,4 +988,4 @@ class Protocol:
         return self._finished.wait(timeout)
 
 
-__all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings"]
+__all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings", "waiting_readers"]
