@@ -1,8 +1,9 @@
 """The WebSocket protocol of one connection, driven from wsproto directly.
 
 This module is the only one that imports wsproto; it owns everything between
-the socket and :class:`~.conn.Conn`: the handshake answer, the reader thread,
-the inbound queue, pings and pongs, closing, and the one send path.
+the socket and :class:`~.conn.Conn`: the handshake answer, the reader thread
+(and the doorbell that starts it), the inbound queue, pings and pongs,
+closing, and the one send path.
 
 Why wsproto directly, not simple-websocket: every part of simple-websocket
 this project used had to be repaired from outside (see ``docs/internals.md``):
@@ -32,8 +33,11 @@ plain one (RSV1 clear, allowed per message by RFC 7692) never touches the
 compressor, whose context the peer's inflater mirrors; a compressed one goes
 through :meth:`BoundedDeflate.compress` at zlib level 1.
 
-The inbound side: the reader thread parses what arrives and queues whole
-messages for :meth:`Protocol.receive`. When the queue holds
+The inbound side: a connection's reader thread starts once its client first
+sends something or its first ping is due; until then its socket waits in
+:class:`_Doorbell`, one epoll thread per process (a crowd of watchers whose
+clients send nothing starts no thread each). The reader thread parses what
+arrives and queues whole messages for :meth:`Protocol.receive`. When the queue holds
 ``max_queued_messages`` messages or ``max_queued_bytes`` bytes, the thread
 stops reading the socket until the handler takes some: TCP then pushes back
 on the client, and no memory grows (it still sends pings meanwhile, so
@@ -166,8 +170,8 @@ class _Doorbell:
             if self._epoll is None:
                 self._start()
             assert self._epoll is not None
-            self._waiting[fd] = protocol
             self._epoll.register(fd, select.EPOLLIN)
+            self._waiting[fd] = protocol
             due = protocol._next_ping if protocol._settings.ping_interval else 0.0
             if due:
                 heapq.heappush(self._timers, (due, next(self._order), ref(protocol)))
@@ -185,7 +189,7 @@ class _Doorbell:
             if self._waiting.get(fd) is protocol:
                 del self._waiting[fd]
                 assert self._epoll is not None
-                self._epoll.unregister(fd)
+                _unregister(self._epoll, fd)
                 if not self._waiting:
                     os.eventfd_write(self._eventfd, 1)  # its thread ends now
 
@@ -228,7 +232,7 @@ class _Doorbell:
                         continue
                     protocol = self._waiting.pop(fd, None)
                     if protocol is not None:
-                        epoll.unregister(fd)
+                        _unregister(epoll, fd)
                         ringing.append(protocol)
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
@@ -237,10 +241,17 @@ class _Doorbell:
                     if protocol is not None and protocol._waiting_fd >= 0 and \
                             self._waiting.get(protocol._waiting_fd) is protocol:
                         del self._waiting[protocol._waiting_fd]
-                        epoll.unregister(protocol._waiting_fd)
+                        _unregister(epoll, protocol._waiting_fd)
                         ringing.append(protocol)
             for protocol in ringing:
                 protocol._start_reader()
+
+
+def _unregister(epoll: select.epoll, fd: int) -> None:
+    try:
+        epoll.unregister(fd)
+    except OSError:
+        pass  # closed meanwhile (the kernel dropped it from the set): nothing to undo
 
 
 _doorbell = _Doorbell()
@@ -394,7 +405,7 @@ def answer_upgrade(environ: dict[str, Any], subprotocols: Sequence[str],
 
 
 class Protocol:
-    """One server-side WebSocket connection: handshake done in ``__init__``, then a reader thread.
+    """One server-side WebSocket connection: handshake done in ``__init__``, then a reader.
 
     Thread-safe: any thread may send, receive or close. ``notify`` is called
     (on the reader thread, or the closing one) whenever a message is queued
@@ -402,6 +413,7 @@ class Protocol:
 
     :raises RuntimeError: the environ holds no socket.
     :raises OSError: the client left while the handshake answer was written.
+    :raises NoThreadLeft: the thread that reads (or watches) the socket could not start.
     """
 
     def __init__(self, environ: dict[str, Any], settings: Settings,
