@@ -169,11 +169,22 @@ class _Doorbell:
                 self._pid, self._epoll, self._waiting, self._timers = os.getpid(), None, {}, []
             if self._epoll is None:
                 self._start()
-            assert self._epoll is not None
-            self._epoll.register(fd, select.EPOLLIN)
+            epoll = self._epoll
+            assert epoll is not None
+            # Waiting from now: the thread does not end (and close the
+            # epoll) while a socket waits.
             self._waiting[fd] = protocol
-            due = protocol._next_ping if protocol._settings.ping_interval else 0.0
-            if due:
+        # Registered outside the lock: epoll_ctl lets the GIL go, and a lock
+        # held across it queued every connection of a crowd behind the one
+        # waiting for the GIL back.
+        try:
+            epoll.register(fd, select.EPOLLIN)
+        except BaseException:
+            self.forget(protocol, fd)
+            raise
+        if protocol._settings.ping_interval:
+            due = protocol._next_ping
+            with self._lock:
                 heapq.heappush(self._timers, (due, next(self._order), ref(protocol)))
                 if due < self._sleeping_until:
                     os.eventfd_write(self._eventfd, 1)  # wake it: an earlier ping
@@ -221,6 +232,9 @@ class _Doorbell:
                 self._sleeping_until = due
             ready = epoll.poll(max(0.0, due - now))
             ringing: list[Protocol] = []
+            # Taken out of the set after the lock (epoll_ctl lets the GIL go):
+            # their readers start only after, so no descriptor is reused meanwhile.
+            done: list[int] = []
             with self._lock:
                 self._sleeping_until = 0.0
                 for fd, _ in ready:
@@ -232,7 +246,7 @@ class _Doorbell:
                         continue
                     protocol = self._waiting.pop(fd, None)
                     if protocol is not None:
-                        _unregister(epoll, fd)
+                        done.append(fd)
                         ringing.append(protocol)
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
@@ -241,8 +255,10 @@ class _Doorbell:
                     if protocol is not None and protocol._waiting_fd >= 0 and \
                             self._waiting.get(protocol._waiting_fd) is protocol:
                         del self._waiting[protocol._waiting_fd]
-                        _unregister(epoll, protocol._waiting_fd)
+                        done.append(protocol._waiting_fd)
                         ringing.append(protocol)
+            for fd in done:
+                _unregister(epoll, fd)
             for protocol in ringing:
                 protocol._start_reader()
 
@@ -255,6 +271,26 @@ def _unregister(epoll: select.epoll, fd: int) -> None:
 
 
 _doorbell = _Doorbell()
+
+
+class _Latch:
+    """A one-shot event on a bare lock: :meth:`set` once, :meth:`wait` any number of times."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """``True`` once set (at once if it was); ``False`` when ``timeout`` passed first."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._lock.release()
+        return True
 
 
 def waiting_readers() -> int:
@@ -461,9 +497,11 @@ class Protocol:
         # waits for it: a process out of threads (the kernel's pid_max is
         # shared by every thread of the machine) is then refused with a
         # status the client understands, instead of a 101 nobody serves.
-        self._answered = threading.Event()
+        # Two one-shot latches, plain locks held until the moment comes (an
+        # Event is a Condition: several times the cost, for every connection).
+        self._answered = _Latch()
         self._handshaken = False
-        self._finished = threading.Event()  # the reader's work is done: the socket is closed
+        self._finished = _Latch()  # the reader's work is done: the socket is closed
         self._waiting_fd = -1  # in the doorbell's set until its reader starts
         if self._nonblocking:
             self._waiting_fd = sock.fileno()
@@ -853,7 +891,7 @@ class Protocol:
             self._finished.set()
 
     def _run(self) -> None:
-        self._answered.wait()
+        self._answered.wait(None)
         try:
             if not self._handshaken:
                 return  # the view answers: the socket is not ours
