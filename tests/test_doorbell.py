@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 
 import pytest
 from wspeer import conn_pair
@@ -21,8 +21,7 @@ from wsproto.events import Ping, TextMessage
 
 from flask_pine_ws import ConnectionClosed
 
-#: 64 TiB: a thread stack no machine maps, so that starting a thread fails for real.
-_UNMAPPABLE = 1 << 46
+from helpers import no_new_threads
 
 
 def named(name: str) -> int:
@@ -43,15 +42,6 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-@contextmanager
-def no_new_threads() -> Iterator[None]:
-    old = threading.stack_size(_UNMAPPABLE)
-    try:
-        yield
-    finally:
-        threading.stack_size(old)
 
 
 def test_silent_clients_are_served_without_a_reader_thread_each() -> None:
