@@ -502,7 +502,8 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
   appended must reach all of them;
 - **idle watchers**: {plan.get('watchers', 10_000):,} clients following one file, with
   flask-pine-ws under the same worker ({plan.get('watchers', 10_000) + 50:,} threads: each
-  connection holds a pool thread and its reader thread), without and with compression,
+  connection holds a pool thread; its reader thread starts once its client sends something,
+  which a watcher's client does not with pings off), without and with compression,
   against the asyncio floor and frontail (websocketd and the `tail` floor run a process per
   client and are left out); the server's RSS, threads and idle CPU, then lines appended,
   each checked to reach every client once and in order.

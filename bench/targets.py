@@ -203,8 +203,8 @@ class Frontail(Target):
 
 class Pine(Target):
     """flask-pine-ws under the worker its deployment notes recommend (gunicorn gthread with a
-    deadline for headers and its threads started at boot): a pool thread per socket, plus
-    its reader."""
+    deadline for headers and its threads started at boot): a pool thread per socket, and
+    a reader thread once its client sends something (here: never, pings are off)."""
 
     compression = False
     app = "pine_app:app"

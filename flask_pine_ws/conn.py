@@ -243,7 +243,7 @@ class Conn:
         self._protocol.close(code, reason)
 
     def finish(self) -> None:
-        """End the connection for good: close it if open, and reap the reader thread.
+        """End the connection for good: close it if open, and wait for its reader to end.
 
         Called when the handler returns. Waits ``close_timeout`` for the peer's
         close reply, then cuts the socket, so no thread outlives its request.

@@ -239,6 +239,15 @@ class _SharedFiles:
         os.close(fd)
         return shared
 
+    def share(self, ident: tuple[int, int]) -> int | None:
+        """The descriptor open already for ``ident``, one reference more; ``None``: none is."""
+        with self._locked():
+            entry = self._open.get(ident)
+            if entry is None:
+                return None
+            entry[1] += 1
+            return entry[0]
+
     def release(self, fd: int, ident: tuple[int, int]) -> None:
         """One follower less on ``ident``; the last one closes the descriptor."""
         with self._locked():
@@ -290,8 +299,15 @@ class FileFollower:
         # size check alone misses.
         self._sig = b""
         self._mtime_ns = 0  # of the file when last seen at its end
+        self._stat: os.stat_result | None = None  # of the file as _open found it
+        # The bytes from the offset on that start() read already (the tail's
+        # last block): the first read hands them out instead of reading them
+        # again. Read after the caller's "look again" event was cleared (see
+        # start()), so they are as fresh as a read would be.
+        self._ahead: bytes | None = None
         self._waiting_told = False
         self._next_how: RotationHow = "replaced"  # how to announce the next file at the path
+        self._tail: tuple[int, bytes] | None = None  # the last block _tail_lines read: (at, bytes)
 
     # -- state ---------------------------------------------------------------
 
@@ -328,12 +344,14 @@ class FileFollower:
         if offset == self._offset:
             return
         self._offset = offset
+        self._ahead = None
         # The rewrite check compares the bytes before the offset: take them
         # at the new one (as start() does).
         self._sig = self._pread(min(offset, _SIG_BYTES), offset - min(offset, _SIG_BYTES))
 
     def close(self) -> None:
         """Close the open file, if any. Idempotent."""
+        self._ahead = self._tail = None
         if self._fd is not None:
             assert self._ident is not None  # set with the descriptor
             _shared.release(self._fd, self._ident)
@@ -357,9 +375,8 @@ class FileFollower:
         """
         if not self._open(strict=True):
             return Opened(None, 0, 0)
-        assert self._fd is not None
-        st = os.fstat(self._fd)
-        size = st.st_size
+        assert self._stat is not None
+        size = self._stat.st_size
         current = self.current_id
         reset: ResetHow | None = None
         if file_id is not None and file_id != current:
@@ -373,7 +390,13 @@ class FileFollower:
         else:
             start = self._window_start(size)
         self._offset = start
-        self._sig = self._pread(min(start, _SIG_BYTES), start - min(start, _SIG_BYTES))
+        tail, self._tail = self._tail, None
+        if tail is not None and tail[0] + _SIG_BYTES <= start <= tail[0] + len(tail[1]):
+            lo, block = tail
+            self._sig = block[start - lo - _SIG_BYTES:start - lo]
+            self._ahead = block[start - lo:]
+        else:
+            self._sig = self._pread(min(start, _SIG_BYTES), start - min(start, _SIG_BYTES))
         return Opened(current, start, size, reset)
 
     def _window_start(self, size: int) -> int:
@@ -399,14 +422,17 @@ class FileFollower:
         if lines == 0 or size == 0:
             return size
         low = max(0, size - self.backlog_bytes)
-        # A final line break ends the last line; it does not start another.
-        end = size - 1 if self._pread(1, size - 1) == b"\n" else size
         found = 0
-        hi = end
+        hi = size
         while hi > low:
             lo = max(low, hi - _SCAN_BLOCK)
             block = self._pread(hi - lo, lo)
             idx = len(block)
+            if hi == size:
+                # Kept for start(): the lines asked for are most often all in it.
+                self._tail = (lo, block)
+                if block.endswith(b"\n"):
+                    idx -= 1  # a final line break ends the last line; it does not start another
             while True:
                 idx = block.rfind(b"\n", 0, idx)
                 if idx < 0:
@@ -440,11 +466,18 @@ class FileFollower:
                     return
                 self._offset, self._sig = 0, b""
                 yield Rotated(self._next_how, self.current_id or "")
-            if self._rewritten():
+            fresh = self._ahead is not None
+            if not fresh and self._rewritten():
                 yield from self._restart()
                 continue
             yield from self._drain()
             assert self._fd is not None
+            if fresh and self._ahead is None and self._stat is not None:
+                # What start() read, to the end start() saw: its stat (taken
+                # just before) stands for the file's. A change since then is
+                # the caller's next read, as after any read.
+                self._mtime_ns = self._stat.st_mtime_ns
+                return
             st = os.fstat(self._fd)
             self._mtime_ns = st.st_mtime_ns
             if st.st_size < self._offset:
@@ -490,7 +523,18 @@ class FileFollower:
         """Read the open file from the offset to its end, one chunk per item."""
         while self._fd is not None:
             want = self.chunk_bytes - len(self._carry)
-            data = self._pread(want, self._offset)
+            ahead = self._ahead
+            if ahead is not None:
+                # What start() read from the offset on: no second read. A file
+                # that grew since is read on the next pass, as after any read.
+                data, rest = ahead[:want], ahead[want:]
+                self._ahead = rest or None
+                if not data:
+                    return
+                if not rest:
+                    want = len(data) + 1  # counts as a short read: the end as start() saw it
+            else:
+                data = self._pread(want, self._offset)
             if not data:
                 return
             self._offset += len(data)
@@ -538,7 +582,20 @@ class FileFollower:
         """
         fd = -1
         try:
-            mode = os.stat(self.path).st_mode
+            found = os.stat(self.path)
+            mode = found.st_mode
+            if self._guard is None and stat_mod.S_ISREG(mode):
+                # A file this process has open already (another watcher's):
+                # its descriptor, without an open, an fstat and a close. The
+                # identity is the file's own as long as that descriptor is
+                # open (an inode is not reused while open). Not with a guard,
+                # which checks the name this very open went through.
+                ident = (found.st_dev, found.st_ino)
+                shared = _shared.share(ident)
+                if shared is not None:
+                    self._ident, self._fd, self._stat = ident, shared, found
+                    self._waiting_told = False
+                    return True
             if stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode):
                 fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
                              | getattr(os, "O_NOCTTY", 0))
@@ -574,6 +631,7 @@ class FileFollower:
             os.close(fd)
             raise
         self._ident = (st.st_dev, st.st_ino)
+        self._stat = st
         self._fd = _shared.adopt(fd, self._ident)
         self._waiting_told = False
         return True

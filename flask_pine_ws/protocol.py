@@ -1,8 +1,9 @@
 """The WebSocket protocol of one connection, driven from wsproto directly.
 
 This module is the only one that imports wsproto; it owns everything between
-the socket and :class:`~.conn.Conn`: the handshake answer, the reader thread,
-the inbound queue, pings and pongs, closing, and the one send path.
+the socket and :class:`~.conn.Conn`: the handshake answer, the reader thread
+(and the doorbell that starts it), the inbound queue, pings and pongs,
+closing, and the one send path.
 
 Why wsproto directly, not simple-websocket: every part of simple-websocket
 this project used had to be repaired from outside (see ``docs/internals.md``):
@@ -32,8 +33,11 @@ plain one (RSV1 clear, allowed per message by RFC 7692) never touches the
 compressor, whose context the peer's inflater mirrors; a compressed one goes
 through :meth:`BoundedDeflate.compress` at zlib level 1.
 
-The inbound side: the reader thread parses what arrives and queues whole
-messages for :meth:`Protocol.receive`. When the queue holds
+The inbound side: a connection's reader thread starts once its client first
+sends something or its first ping is due; until then its socket waits in
+:class:`_Doorbell`, one epoll thread per process (a crowd of watchers whose
+clients send nothing starts no thread each). The reader thread parses what
+arrives and queues whole messages for :meth:`Protocol.receive`. When the queue holds
 ``max_queued_messages`` messages or ``max_queued_bytes`` bytes, the thread
 stops reading the socket until the handler takes some: TCP then pushes back
 on the client, and no memory grows (it still sends pings meanwhile, so
@@ -46,6 +50,9 @@ file). A compressed message is inflated no further than
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
+import os
 import select
 import socket
 import ssl
@@ -57,6 +64,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
+from weakref import ReferenceType, ref
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
@@ -120,7 +128,174 @@ PING_TIMEOUT_REASON = "Ping/Pong timeout"
 
 
 class NoThreadLeft(RuntimeError):
-    """The connection's reader thread could not start: refuse the upgrade (503), retry later."""
+    """A thread the connection needs could not start: refuse the upgrade (503), retry later."""
+
+
+class _Doorbell:
+    """One thread per process that watches the sockets of connections with no reader yet.
+
+    A connection's reader thread starts only once its client sends
+    something (a message, a pong, its close, or its end), or once a ping is
+    due. Until then the socket is in this thread's epoll set: a thousand
+    clients connecting at once to watch a file, who send nothing, cost a
+    thousand ``epoll_ctl`` calls instead of a thousand threads started and
+    handing the GIL to each other (about a fifth of the worker's CPU in that
+    crowd). A watcher whose client never speaks never has a reader thread
+    (with pings off), which also halves the threads of idle watchers.
+
+    The thread runs only while some socket waits, as the feeds' thread does;
+    its epoll and eventfd are closed with it. Not for TLS sockets, whose
+    library may hold decrypted bytes the socket no longer shows.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[int, Protocol] = {}
+        #: (due, tie-break, connection): pings due for connections still waiting.
+        self._timers: list[tuple[float, int, ReferenceType[Protocol]]] = []
+        self._order = itertools.count()
+        self._epoll: select.epoll | None = None
+        self._eventfd = -1
+        self._sleeping_until = 0.0  # when the thread's current poll ends (a hint)
+        self._pid = os.getpid()
+
+    def watch(self, protocol: Protocol, fd: int) -> None:
+        """Wait for ``fd`` to be readable (or a ping due), then start ``protocol``'s reader.
+
+        :raises NoThreadLeft: the thread could not start (nothing is watched).
+        """
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread is not ours
+                self._pid, self._epoll, self._waiting, self._timers = os.getpid(), None, {}, []
+            if self._epoll is None:
+                self._start()
+            epoll = self._epoll
+            assert epoll is not None
+            # Waiting from now: the thread does not end (and close the
+            # epoll) while a socket waits.
+            self._waiting[fd] = protocol
+        # Registered outside the lock: epoll_ctl lets the GIL go, and a lock
+        # held across it queued every connection of a crowd behind the one
+        # waiting for the GIL back.
+        try:
+            epoll.register(fd, select.EPOLLIN)
+        except BaseException:
+            self.forget(protocol, fd)
+            raise
+        if protocol._settings.ping_interval:
+            due = protocol._next_ping
+            with self._lock:
+                heapq.heappush(self._timers, (due, next(self._order), ref(protocol)))
+                if due < self._sleeping_until:
+                    os.eventfd_write(self._eventfd, 1)  # wake it: an earlier ping
+
+    def waiting(self) -> int:
+        """How many sockets wait for their reader now."""
+        with self._lock:
+            return len(self._waiting) if self._pid == os.getpid() else 0
+
+    def forget(self, protocol: Protocol, fd: int) -> None:
+        """Stop watching ``fd`` for ``protocol`` (its handshake failed)."""
+        with self._lock:
+            if self._waiting.get(fd) is protocol:
+                del self._waiting[fd]
+                assert self._epoll is not None
+                _unregister(self._epoll, fd)
+                if not self._waiting:
+                    os.eventfd_write(self._eventfd, 1)  # its thread ends now
+
+    def _start(self) -> None:
+        """Lock held: a new epoll and eventfd, and the thread that polls them."""
+        epoll = select.epoll()
+        eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        epoll.register(eventfd, select.EPOLLIN)
+        try:
+            threading.Thread(target=self._run, args=(epoll, eventfd), name="pine-ws-doorbell",
+                             daemon=True).start()
+        except RuntimeError as exc:  # "can't start new thread"
+            epoll.close()
+            os.close(eventfd)
+            raise NoThreadLeft(str(exc)) from None
+        self._epoll, self._eventfd = epoll, eventfd
+
+    def _run(self, epoll: select.epoll, eventfd: int) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    # Nothing waits: end, and give the descriptors back.
+                    self._epoll, self._eventfd, self._timers = None, -1, []
+                    epoll.close()
+                    os.close(eventfd)
+                    return
+                now = time.monotonic()
+                due = self._timers[0][0] if self._timers else now + 60.0
+                self._sleeping_until = due
+            ready = epoll.poll(max(0.0, due - now))
+            ringing: list[Protocol] = []
+            # Taken out of the set after the lock (epoll_ctl lets the GIL go):
+            # their readers start only after, so no descriptor is reused meanwhile.
+            done: list[int] = []
+            with self._lock:
+                self._sleeping_until = 0.0
+                for fd, _ in ready:
+                    if fd == eventfd:
+                        try:
+                            os.eventfd_read(eventfd)
+                        except BlockingIOError:
+                            pass
+                        continue
+                    protocol = self._waiting.pop(fd, None)
+                    if protocol is not None:
+                        done.append(fd)
+                        ringing.append(protocol)
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, weak = heapq.heappop(self._timers)
+                    protocol = weak()
+                    if protocol is not None and protocol._waiting_fd >= 0 and \
+                            self._waiting.get(protocol._waiting_fd) is protocol:
+                        del self._waiting[protocol._waiting_fd]
+                        done.append(protocol._waiting_fd)
+                        ringing.append(protocol)
+            for fd in done:
+                _unregister(epoll, fd)
+            for protocol in ringing:
+                protocol._start_reader()
+
+
+def _unregister(epoll: select.epoll, fd: int) -> None:
+    try:
+        epoll.unregister(fd)
+    except OSError:
+        pass  # closed meanwhile (the kernel dropped it from the set): nothing to undo
+
+
+_doorbell = _Doorbell()
+
+
+class _Latch:
+    """A one-shot event on a bare lock: :meth:`set` once, :meth:`wait` any number of times."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """``True`` once set (at once if it was); ``False`` when ``timeout`` passed first."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._lock.release()
+        return True
+
+
+def waiting_readers() -> int:
+    """How many of this process's connections have no reader thread yet (a gauge for tests)."""
+    return _doorbell.waiting()
 
 
 @dataclass(frozen=True)
@@ -266,7 +441,7 @@ def answer_upgrade(environ: dict[str, Any], subprotocols: Sequence[str],
 
 
 class Protocol:
-    """One server-side WebSocket connection: handshake done in ``__init__``, then a reader thread.
+    """One server-side WebSocket connection: handshake done in ``__init__``, then a reader.
 
     Thread-safe: any thread may send, receive or close. ``notify`` is called
     (on the reader thread, or the closing one) whenever a message is queued
@@ -274,6 +449,7 @@ class Protocol:
 
     :raises RuntimeError: the environ holds no socket.
     :raises OSError: the client left while the handshake answer was written.
+    :raises NoThreadLeft: the thread that reads (or watches) the socket could not start.
     """
 
     def __init__(self, environ: dict[str, Any], settings: Settings,
@@ -302,7 +478,7 @@ class Protocol:
         self._parts: list[str | bytes | bytearray] = []  # fragments of the message being received
         self._parts_len = 0
         self._peak = 0  # the largest message received, for giving memory back
-        self._next_ping = 0.0
+        self._next_ping = time.monotonic() + settings.ping_interval
         self._ping_out: float | None = None  # when the oldest unanswered ping left
         self._tcp_info_last: tcpinfo.TcpInfo | None = None
         self._tcp_info_at = -_TCP_INFO_TTL
@@ -316,22 +492,30 @@ class Protocol:
         self._deflate: BoundedDeflate | None = answer.deflate
         self._ws = Connection(ConnectionType.SERVER,
                               [answer.deflate] if answer.deflate is not None else None)
-        # The reader thread starts before the 101 is written and waits for
-        # it: a process out of threads (the kernel's pid_max is shared by
-        # every thread of the machine) is then refused with a status the
-        # client understands, instead of a 101 no thread will ever serve.
-        self._answered = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
-        try:
-            self._thread.start()
-        except RuntimeError as exc:  # "can't start new thread"
-            raise NoThreadLeft(str(exc)) from None
+        # The reader (a thread, or the doorbell that starts one when the
+        # client sends something) is set up before the 101 is written and
+        # waits for it: a process out of threads (the kernel's pid_max is
+        # shared by every thread of the machine) is then refused with a
+        # status the client understands, instead of a 101 nobody serves.
+        # Two one-shot latches, plain locks held until the moment comes (an
+        # Event is a Condition: several times the cost, for every connection).
+        self._answered = _Latch()
+        self._handshaken = False
+        self._finished = _Latch()  # the reader's work is done: the socket is closed
+        self._waiting_fd = -1  # in the doorbell's set until its reader starts
+        if self._nonblocking:
+            self._waiting_fd = sock.fileno()
+            _doorbell.watch(self, self._waiting_fd)
+        else:
+            self._start_thread()
         try:
             with self._send_lock:
                 self._write(answer.response, settings.send_timeout)
-            self._open = True
+            self._open = self._handshaken = True
         finally:
             self._answered.set()
+            if not self._handshaken and self._waiting_fd >= 0:
+                _doorbell.forget(self, self._waiting_fd)
 
     # -- state -----------------------------------------------------------------
 
@@ -339,10 +523,6 @@ class Protocol:
     def connected(self) -> bool:
         """``True`` until a close frame went either way or the socket failed."""
         return self._open
-
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
 
     @property
     def close_code(self) -> int:
@@ -692,35 +872,59 @@ class Protocol:
             return None
         return max(0.0, self._next_ping - time.monotonic())
 
-    def _run(self) -> None:
-        self._answered.wait()
-        if not self._open:
-            return  # the handshake failed: the view answers, the socket is not ours
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._run, name="pine-ws-reader", daemon=True)
         try:
-            self._read_loop()
-        except _GONE:
-            pass
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            raise NoThreadLeft(str(exc)) from None
+
+    def _start_reader(self) -> None:
+        """The doorbell's call: the client sent something, or a ping is due."""
+        try:
+            self._start_thread()
+        except NoThreadLeft:
+            # Nobody can read this connection: end it rather than leave it
+            # unread (its client sees it closed, its handler ConnectionClosed).
+            self.abort()
+            self._end()
+            self._finished.set()
+
+    def _run(self) -> None:
+        self._answered.wait(None)
+        try:
+            if not self._handshaken:
+                return  # the view answers: the socket is not ours
+            try:
+                self._read_loop()
+            except _GONE:
+                pass
+            finally:
+                self._end()
         finally:
-            self._open = False
-            with self._send_lock:
-                self._pending = b""
-                try:
-                    self._sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self._sock.close()
-            self._parts = []
-            # a large message, or one refused as too big (inflated up to the
-            # limit, maybe without ever becoming an event)
-            if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
-                memory.release()
-            self._notify()
+            self._finished.set()
+
+    def _end(self) -> None:
+        """The reader's last act: the connection is over and its socket closed."""
+        self._open = False
+        with self._send_lock:
+            self._pending = b""
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        self._parts = []
+        # a large message, or one refused as too big (inflated up to the
+        # limit, maybe without ever becoming an event)
+        if self._peak >= _BIG_MESSAGE or self.close_code == 1009:
+            memory.release()
+        self._notify()
 
     def _read_loop(self) -> None:
         settings = self._settings
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
-        self._next_ping = time.monotonic() + settings.ping_interval
         while self._open or self._ws.state is ConnectionState.LOCAL_CLOSING:
             wait = self._until_ping()
             # TLS may hold decrypted bytes the socket's fd no longer shows
@@ -830,9 +1034,8 @@ class Protocol:
             pass
 
     def join(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the reader thread; ``True`` once it ended."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait up to ``timeout`` for the reader to end; ``True`` once it did (socket closed)."""
+        return self._finished.wait(timeout)
 
 
-__all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings"]
+__all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings", "waiting_readers"]

@@ -157,6 +157,9 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         reader = feed.register(conn, target, kind, chunk_bytes, shared=shared)
         wake = reader.event
         conn.add_listener(reader.wake)
+        # Cleared before start() reads the file (the first read hands out
+        # what start() read): a change after it is noticed, not lost.
+        wake.clear()
         opened = follower.start(offset=offset, lines=lines, file_id=file_id)
         if framed:
             conn.send_json({"event": "open", "file": opened.file_id, "offset": opened.offset,
@@ -168,11 +171,11 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
         # listener are what wake a watcher.
         bound = max(60.0, 2 * table.safety_interval)
         while True:
-            wake.clear()
             _drain_inbound(conn)
             step = reader.step()
             if step == feed.LIVE:
                 wake.wait(bound)  # the feed sends; it or the connection wakes us
+                wake.clear()
                 continue
             assert isinstance(step, feed.CatchUp)
             if step.offset is not None:
@@ -204,6 +207,7 @@ def watch_file(path: str | os.PathLike[str], conn: Conn, *, offset: int | None =
                 target_sub.known = follower.position
             reader.caught_up(follower)
             wake.wait(bound)
+            wake.clear()  # before the next read
     except PathRefused:
         conn.close(1008, REFUSED_REASON)
     except ConnectionClosed:

@@ -125,12 +125,19 @@ class HeaderDeadlines:
         with self._lock:
             seq = next(self._seq)
             self._armed[conn] = seq
-            heapq.heappush(self._heap, (time.monotonic() + self.timeout, seq, conn))
+            due = time.monotonic() + self.timeout
+            # The thread sleeps until the earliest deadline: wake it only for
+            # an earlier one, which with one timeout for all is only the first
+            # in an empty heap (a wake per request cost the crowd a thread
+            # switch per connection).
+            earlier = not self._heap or due < self._heap[0][0]
+            heapq.heappush(self._heap, (due, seq, conn))
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="pine-ws-header-deadline",
                                                 daemon=True)
                 self._thread.start()
-            self._lock.notify()
+            elif earlier:
+                self._lock.notify()
 
     def disarm(self, conn: Any) -> None:
         with self._lock:

@@ -1,5 +1,5 @@
 """Small helpers the server tests share: a client, reads until a size, HTTP reads, waits,
-a server's worker stats, a raised fd limit."""
+a server's worker stats, a raised fd limit, thread creation made to fail."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import resource
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -107,3 +108,18 @@ def raised_fd_limit() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+#: 64 TiB: a thread stack refused by pthread_create (mmap of the stack) under the kernel's
+#: overcommit check, so that starting a thread fails for real.
+UNMAPPABLE_STACK = 1 << 46
+
+
+@contextmanager
+def no_new_threads() -> Iterator[None]:
+    """Every thread started inside fails to start (``RuntimeError: can't start new thread``)."""
+    old = threading.stack_size(UNMAPPABLE_STACK)
+    try:
+        yield
+    finally:
+        threading.stack_size(old)

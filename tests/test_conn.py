@@ -333,7 +333,7 @@ def test_peer_that_stops_reading_is_dropped_after_the_send_timeout(server) -> No
 
 
 def reader_threads(base_url: str) -> list[str]:
-    """The simple-websocket reader threads alive in the server (GET /threads)."""
+    """The connections' reader threads alive in the server (GET /threads)."""
     status, _, body = http_get(base_url + "/threads")
     assert status == 200
     return [name for name in json.loads(body)["threads"] if name == "pine-ws-reader"]
@@ -464,7 +464,7 @@ def test_connect_close_cycles_leave_no_thread_or_fd(server, kind: str) -> None:
 
 
 def test_handler_threads_end_with_their_connection(server) -> None:
-    """The simple-websocket reader thread of each connection is reaped."""
+    """The reader thread of each connection is reaped (it starts once the client speaks)."""
     srv = server()
     (worker,) = srv.worker_pids()
     concurrent_cycles(srv.ws_url, 4)
@@ -475,8 +475,12 @@ def test_handler_threads_end_with_their_connection(server) -> None:
     try:
         for ws in clients:
             ws.recv(timeout=10)
-        # each open connection: a reader thread (the pool threads already exist)
-        assert thread_count(worker) == baseline + 4
+            # a silent client has no reader thread yet: its ping starts one
+            assert ws.ping().wait(10)
+        # each open connection: a reader thread (the pool threads already exist;
+        # the doorbell's thread ends once no socket waits for a reader)
+        wait_until(lambda: thread_count(worker) == baseline + 4, timeout=10,
+                   message=f"{baseline + 4} threads")
     finally:
         for ws in clients:
             ws.close()

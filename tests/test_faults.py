@@ -89,9 +89,11 @@ def _note_when(happened: Callable[[], bool], moments: list[float], timeout: floa
         time.sleep(0.02)
 
 
-def reader_threads(srv: Server) -> int:
-    """The worker's socket reader threads: one per open WebSocket."""
-    return sum(1 for name in stats(srv)["thread_names"] if name == "pine-ws-reader")
+def readers_and_waiting(srv: Server) -> int:
+    """The worker's connections with a reader thread, or a socket waiting for one."""
+    now = stats(srv)
+    return sum(1 for name in now["thread_names"] if name == "pine-ws-reader") + \
+        now["waiting_readers"]
 
 
 def read_bytes_until_closed(ws: ClientConnection, timeout: float = 20) -> tuple[bytes, int, str]:
@@ -321,8 +323,8 @@ def test_client_that_stops_reading_is_dropped_after_the_send_timeout(server: Ser
     with shake.sock, connect(f"{srv.ws_url}/logs/ws/app?offset=0", subprotocols=SUB,
                              max_size=None) as reader:
         assert json.loads(reader.recv(timeout=20))["event"] == "open"
-        # two sockets, each with its reader thread
-        wait_until(lambda: reader_threads(srv) == 2, message="two reader threads")
+        # two sockets open
+        wait_until(lambda: stats(srv)["live"] == 2, message="two connections")
         block = os.urandom(1 << 20)
         # the moment the worker let go of the stalled socket (the FIN it sends waits
         # behind the bytes the client does not read: the client cannot see it)
@@ -342,9 +344,11 @@ def test_client_that_stops_reading_is_dropped_after_the_send_timeout(server: Ser
         assert cut, "the client that stopped reading was never cut off"
         # after the send timeout (2 s), not at the first full buffer
         assert cut[0] - began >= 2, f"cut off {cut[0] - began:.2f} s after the first write"
-        # and it holds no thread: its handler returned (live) and its reader thread ended
-        wait_until(lambda: reader_threads(srv) == 1, timeout=30,
-                   message="the dropped client's reader thread gone")
+        # and it holds no thread: its handler returned (live), and neither a reader
+        # thread nor a socket waiting for one is left of it (the reading client has
+        # one or the other: a reader starts once its client speaks)
+        wait_until(lambda: readers_and_waiting(srv) == 1, timeout=30,
+                   message="the dropped client's reader gone")
         # what was in flight, then the end: the socket was cut (no close frame can
         # reach a peer that does not read), and reading it does not hang
         wsraw.read_to_eof(shake.sock, timeout=10)

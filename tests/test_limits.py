@@ -76,6 +76,30 @@ def test_a_head_not_in_by_the_deadline_is_answered_408_and_shut(
             fine_client.recv(1)
 
 
+def test_heads_armed_one_after_another_are_each_cut_at_their_own_deadline(
+        deadlines: HeaderDeadlines) -> None:
+    """Only an earlier deadline wakes the thread; each later one is still met in turn."""
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        started = []
+        for server_sock, _ in pairs:
+            started.append(time.monotonic())
+            deadlines.arm(_Conn(server_sock))
+            time.sleep(0.2)  # later than the previous one's deadline by 0.2 s
+        for (server_sock, client_sock), armed in zip(pairs, started, strict=True):
+            server_sock.settimeout(5)
+            assert server_sock.recv(10) == b""  # shut down by the deadline
+            cut = time.monotonic() - armed
+            assert 0.25 <= cut < 3, f"cut {cut:.2f} s after it was armed (deadline 0.3 s)"
+            client_sock.settimeout(5)
+            assert client_sock.recv(4096) == TIMEOUT_RESPONSE
+        assert deadlines.expired == 3
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_header_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PINE_WS_HEADER_TIMEOUT", raising=False)
     assert header_timeout() == 10.0

@@ -1,19 +1,19 @@
 """A process out of threads refuses a WebSocket with 503 before the upgrade, and loses nothing.
 
-Each connection's reader is a thread, and the kernel's ``pid_max`` counts
-every thread of the machine: ten thousand watchers on one worker (two
-threads each) come near it. Without a thread, a connection that had its 101
-would never be served. Thread creation is made to fail for real, by asking
-for a stack no machine can map (``threading.stack_size``), only around the
-reader's start.
+A connection's socket is read by a thread (the doorbell's while its client
+is silent, then its own reader's), and the kernel's ``pid_max`` counts every
+thread of the machine: ten thousand watchers on one worker come near it.
+Without a thread, a connection that had its 101 would never be served: when
+the thread that must watch a new socket cannot start, the handshake is
+refused (a reader that cannot start later is tests/test_doorbell.py's). Thread
+creation is made to fail for real, by asking for a stack no machine can map
+(``threading.stack_size``), only around the handshake.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from flask import Flask
@@ -22,17 +22,7 @@ from wspeer import handshake
 from flask_pine_ws import Config, Conn, Ctx, FlaskPineWS, HandshakeRefused
 from flask_pine_ws.protocol import NoThreadLeft
 
-#: 64 TiB: refused by pthread_create (mmap of the stack) under the kernel's overcommit check.
-_UNMAPPABLE = 1 << 46
-
-
-@contextmanager
-def no_new_threads() -> Iterator[None]:
-    old = threading.stack_size(_UNMAPPABLE)
-    try:
-        yield
-    finally:
-        threading.stack_size(old)
+from helpers import UNMAPPABLE_STACK, no_new_threads
 
 
 def test_no_thread_for_the_reader_raises_before_any_byte_is_written() -> None:
@@ -57,7 +47,7 @@ def test_the_client_gets_503_with_retry_after_and_the_next_one_is_served() -> No
     @app.before_request
     def out_of_threads() -> None:
         if starve.is_set():  # on the request's thread, just before the view makes its Conn
-            threading.stack_size(_UNMAPPABLE)
+            threading.stack_size(UNMAPPABLE_STACK)
 
     @app.teardown_request
     def threads_again(_exc: BaseException | None) -> None:

@@ -528,6 +528,8 @@ def test_client_leaving_releases_thread_fd_and_watch(
     seen: list[tuple[int, int]] = []
     with contextlib.ExitStack() as stack:
         clients = round_trip(stack)
+        for ws in clients:
+            assert ws.ping().wait(WAIT)  # a reader thread starts once the client speaks
         assert threads_of(pid) >= base[0] + 6  # one reader thread per connection
         for ws in clients[:3]:
             ws.close()  # a clean close

@@ -31,6 +31,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_pine_ws import Conn, Ctx, FlaskPineWS
 from flask_pine_ws import shutdown as pine_shutdown
+from flask_pine_ws.protocol import waiting_readers
 from flask_pine_ws.watchtable import WatchTable
 
 from common import base_app, token_viewer
@@ -82,6 +83,7 @@ def create_app() -> Flask:
             "inotify_instances": instances,
             "inotify_watches": watches,
             "live": pine_shutdown.live_count(),
+            "waiting_readers": waiting_readers(),
             "table": WatchTable.current().stats(),
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         }
