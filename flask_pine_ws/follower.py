@@ -307,7 +307,6 @@ class FileFollower:
         self._ahead: bytes | None = None
         self._waiting_told = False
         self._next_how: RotationHow = "replaced"  # how to announce the next file at the path
-        self._tail: tuple[int, bytes] | None = None  # the last block _tail_lines read: (at, bytes)
 
     # -- state ---------------------------------------------------------------
 
@@ -351,7 +350,7 @@ class FileFollower:
 
     def close(self) -> None:
         """Close the open file, if any. Idempotent."""
-        self._ahead = self._tail = None
+        self._ahead = None
         if self._fd is not None:
             assert self._ident is not None  # set with the descriptor
             _shared.release(self._fd, self._ident)
@@ -379,6 +378,7 @@ class FileFollower:
         size = self._stat.st_size
         current = self.current_id
         reset: ResetHow | None = None
+        tail: tuple[int, bytes] | None = None  # the file's last block, if read: (at, bytes)
         if file_id is not None and file_id != current:
             start, reset = 0, "replaced"
         elif offset is not None:
@@ -386,11 +386,10 @@ class FileFollower:
             if offset > size:
                 start, reset = 0, "truncated"
         elif lines is not None:
-            start = self._tail_lines(lines, size)
+            start, tail = self._tail_lines(lines, size)
         else:
             start = self._window_start(size)
         self._offset = start
-        tail, self._tail = self._tail, None
         if tail is not None and tail[0] + _SIG_BYTES <= start <= tail[0] + len(tail[1]):
             lo, block = tail
             self._sig = block[start - lo - _SIG_BYTES:start - lo]
@@ -417,20 +416,25 @@ class FileFollower:
             pos += len(block)
         return low  # no line break in the window: it starts mid-line
 
-    def _tail_lines(self, lines: int, size: int) -> int:
-        """``tail -n lines``: scan backwards in blocks, never past the backlog window."""
+    def _tail_lines(self, lines: int, size: int) -> tuple[int, tuple[int, bytes] | None]:
+        """``tail -n lines``: scan backwards in blocks, never past the backlog window.
+
+        :returns: the start, and the file's last block ``(at, bytes)`` when one
+            was read (the lines asked for are most often all in it: start()
+            hands it to the first read).
+        """
         if lines == 0 or size == 0:
-            return size
+            return size, None
         low = max(0, size - self.backlog_bytes)
         found = 0
         hi = size
+        last: tuple[int, bytes] | None = None
         while hi > low:
             lo = max(low, hi - _SCAN_BLOCK)
             block = self._pread(hi - lo, lo)
             idx = len(block)
             if hi == size:
-                # Kept for start(): the lines asked for are most often all in it.
-                self._tail = (lo, block)
+                last = (lo, block)
                 if block.endswith(b"\n"):
                     idx -= 1  # a final line break ends the last line; it does not start another
             while True:
@@ -439,11 +443,12 @@ class FileFollower:
                     break
                 found += 1
                 if found == lines:
-                    return lo + idx + 1
+                    return lo + idx + 1, last
             hi = lo
         if low == 0:
-            return 0
-        return self._window_start(size)  # fewer lines than asked in the window: its first line
+            return 0, last
+        # fewer lines than asked in the window: its first line
+        return self._window_start(size), last
 
     # -- reading -------------------------------------------------------------
 

@@ -151,16 +151,16 @@ class _Doorbell:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[int, Protocol] = {}
-        #: (due, tie-break, connection): pings due for connections still waiting.
-        self._timers: list[tuple[float, int, ReferenceType[Protocol]]] = []
+        #: (due, tie-break, fd, connection): pings due for connections still waiting.
+        self._timers: list[tuple[float, int, int, ReferenceType[Protocol]]] = []
         self._order = itertools.count()
         self._epoll: select.epoll | None = None
         self._eventfd = -1
         self._sleeping_until = 0.0  # when the thread's current poll ends (a hint)
         self._pid = os.getpid()
 
-    def watch(self, protocol: Protocol, fd: int) -> None:
-        """Wait for ``fd`` to be readable (or a ping due), then start ``protocol``'s reader.
+    def watch(self, protocol: Protocol, fd: int, ping_due: float | None) -> None:
+        """Wait for ``fd`` to be readable (or ``ping_due``), then start ``protocol``'s reader.
 
         :raises NoThreadLeft: the thread could not start (nothing is watched).
         """
@@ -182,11 +182,10 @@ class _Doorbell:
         except BaseException:
             self.forget(protocol, fd)
             raise
-        if protocol._settings.ping_interval:
-            due = protocol._next_ping
+        if ping_due is not None:
             with self._lock:
-                heapq.heappush(self._timers, (due, next(self._order), ref(protocol)))
-                if due < self._sleeping_until:
+                heapq.heappush(self._timers, (ping_due, next(self._order), fd, ref(protocol)))
+                if ping_due < self._sleeping_until:
                     os.eventfd_write(self._eventfd, 1)  # wake it: an earlier ping
 
     def waiting(self) -> int:
@@ -250,12 +249,11 @@ class _Doorbell:
                         ringing.append(protocol)
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
-                    _, _, weak = heapq.heappop(self._timers)
+                    _, _, fd, weak = heapq.heappop(self._timers)
                     protocol = weak()
-                    if protocol is not None and protocol._waiting_fd >= 0 and \
-                            self._waiting.get(protocol._waiting_fd) is protocol:
-                        del self._waiting[protocol._waiting_fd]
-                        done.append(protocol._waiting_fd)
+                    if protocol is not None and self._waiting.get(fd) is protocol:
+                        del self._waiting[fd]
+                        done.append(fd)
                         ringing.append(protocol)
             for fd in done:
                 _unregister(epoll, fd)
@@ -502,10 +500,11 @@ class Protocol:
         self._answered = _Latch()
         self._handshaken = False
         self._finished = _Latch()  # the reader's work is done: the socket is closed
-        self._waiting_fd = -1  # in the doorbell's set until its reader starts
+        waiting_fd = -1  # in the doorbell's set until its reader starts
         if self._nonblocking:
-            self._waiting_fd = sock.fileno()
-            _doorbell.watch(self, self._waiting_fd)
+            waiting_fd = sock.fileno()
+            _doorbell.watch(self, waiting_fd,
+                            self._next_ping if settings.ping_interval else None)
         else:
             self._start_thread()
         try:
@@ -514,8 +513,8 @@ class Protocol:
             self._open = self._handshaken = True
         finally:
             self._answered.set()
-            if not self._handshaken and self._waiting_fd >= 0:
-                _doorbell.forget(self, self._waiting_fd)
+            if not self._handshaken and waiting_fd >= 0:
+                _doorbell.forget(self, waiting_fd)
 
     # -- state -----------------------------------------------------------------
 
