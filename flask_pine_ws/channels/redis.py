@@ -90,7 +90,7 @@ class Subscriber:
     def _run(self) -> None:
         delay = BACKOFF_FIRST
         while True:
-            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub()
             try:
                 pubsub.psubscribe(PREFIX + b"*")
                 self._listen(pubsub)
