@@ -19,5 +19,13 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# apt's own chatter (debconf's notes on a machine without apt-utils) is kept in a
+# log and shown only when an install fails.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "installing ${need[*]} from Debian's archive"
+if ! { $SUDO apt-get update -qq && \
+       $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  exit 1
+fi

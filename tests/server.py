@@ -149,10 +149,21 @@ LONG_GRACE = ["--graceful-timeout", "120"]
 AT_ONCE = 60.0
 
 
+def _gunicorn_has_control_socket() -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS)
+
+
+#: gunicorn 25.1 and newer open a control socket at a fixed path, which two servers of
+#: one test run would share; the releases before it have neither the socket nor the flag.
+NO_CONTROL_SOCKET = ["--no-control-socket"] if _gunicorn_has_control_socket() else []
+
+
 def gunicorn_argv(app: str, *, threads: int = 32, workers: int = 1,
                   extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", str(threads),
-            "-w", str(workers), "-b", "fd://{fd}", "--no-control-socket",
+            "-w", str(workers), "-b", "fd://{fd}", *NO_CONTROL_SOCKET,
             "--graceful-timeout", "20", "--timeout", "60", "--log-level", "info",
             "--chdir", str(APPS), *(extra or []), app]
 
