@@ -26,6 +26,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -347,12 +348,64 @@ def _login(args: argparse.Namespace) -> Login | None:
     return Login(users, trust_header=args.trust_header)
 
 
+class _PasswordAsked(Exception):
+    """The key is encrypted: OpenSSL asked for its passphrase."""
+
+
+def _no_password() -> bytes:
+    # gunicorn has no passphrase option: each worker would prompt on the
+    # terminal for it (or fail) at every start. Refused here instead.
+    raise _PasswordAsked
+
+
 def _check_tls(args: argparse.Namespace) -> None:
+    """Load the certificate and key as gunicorn will, so a bad pair stops the start.
+
+    gunicorn reads them only once it serves: a key that does not match, or a
+    log file given as a certificate, would start a server whose every
+    connection fails, with nothing but a warning in its log.
+    """
     if (args.certfile is None) != (args.keyfile is None):
         raise _Refused("TLS needs both --certfile and --keyfile")
-    for option, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
-        if path is not None and not readable_file(path):
+    if args.certfile is None:
+        return
+    cert, key = args.certfile, args.keyfile
+    for option, path in (("--certfile", cert), ("--keyfile", key)):
+        if not readable_file(path):
             raise _Refused(f"{option}: {path} is not a file readable by this user")
+    # Certificates alone first: load_cert_chain's errors do not say which of
+    # the two files they are about ("PEM lib" for either).
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError) as exc:
+        raise _Refused(f"--certfile: {cert} holds no PEM certificate{_reason(exc)}") from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_password)
+    except _PasswordAsked as exc:
+        raise _Refused(f"--keyfile: {key} is encrypted and gunicorn cannot ask for its "
+                       "passphrase; give it decrypted (openssl pkey -in KEY -out KEY.plain)"
+                       ) from exc
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise _Refused(f"--keyfile: {key} is not the private key of the certificate in "
+                           f"{cert}") from exc
+        raise _Refused(f"--keyfile: {key} holds no PEM private key{_reason(exc)}") from exc
+    except OSError as exc:  # made unreadable since the check above
+        raise _Refused(f"--keyfile: {key}: {exc.strerror}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    """Why OpenSSL or the OS refused, in a few words (" (key values mismatch)"), or nothing.
+
+    OpenSSL's message names its C source line instead ("[SSL] PEM lib
+    (_ssl.c:3926)"); these reasons only repeat what the refusal says.
+    """
+    if not isinstance(exc, ssl.SSLError):
+        return f" ({exc.strerror})"
+    if exc.reason is None or exc.reason in ("NO_CERTIFICATE_OR_CRL_FOUND", "PEM_LIB",
+                                            "NO_START_LINE"):
+        return ""
+    return f" ({exc.reason.replace('_', ' ').lower()})"
 
 
 def _announce(files: FileSet, base_urls: list[str], prefix: str) -> None:

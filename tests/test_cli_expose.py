@@ -328,6 +328,60 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.fixture(scope="module")
+def two_certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two directories, each with its own self-signed ``cert.pem`` and ``key.pem``."""
+    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
+    make_certificate(first)
+    make_certificate(second)
+    return first, second
+
+
+@pytest.mark.parametrize(("cert", "key", "message"), [
+    ("first/cert.pem", "second/key.pem",
+     "--keyfile: {tmp}/second/key.pem is not the private key of the certificate in "
+     "{tmp}/first/cert.pem"),
+    ("app.log", "first/key.pem", "--certfile: {tmp}/app.log holds no PEM certificate"),
+    ("first/key.pem", "first/key.pem", "--certfile: {tmp}/first/key.pem holds no PEM certificate"),
+    ("first/cert.pem", "app.log", "--keyfile: {tmp}/app.log holds no PEM private key"),
+    ("first/cert.pem", "first/encrypted.key", "--keyfile: {tmp}/first/encrypted.key is encrypted"),
+    ("first/cert.pem", "nowhere.key", "--keyfile: {tmp}/nowhere.key is not a file readable"),
+])
+def test_a_certificate_and_key_that_cannot_serve_exit_2_with_one_line(
+        tmp_path: Path, two_certificates: tuple[Path, Path], cert: str, key: str,
+        message: str) -> None:
+    first, second = two_certificates
+    shutil.copytree(first, tmp_path / "first")
+    shutil.copytree(second, tmp_path / "second")
+    openssl = shutil.which("openssl")
+    assert openssl
+    subprocess.run([openssl, "pkey", "-in", str(tmp_path / "first" / "key.pem"), "-aes256",
+                    "-passout", "pass:secret", "-out", str(tmp_path / "first" / "encrypted.key")],
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "app.log").write_text("a log line, not a certificate\n")
+    result = run_cli("serve", str(tmp_path / "app.log"), "--port", "0",
+                     "--certfile", str(tmp_path / cert), "--keyfile", str(tmp_path / key))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"flask-pine-ws: {message.format(tmp=tmp_path)}")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""  # nothing served, no URL printed
+
+
+def test_a_matching_certificate_and_key_serve_https(
+        tmp_path: Path, two_certificates: tuple[Path, Path]) -> None:
+    first, _ = two_certificates
+    log = tmp_path / "app.log"
+    log.write_text("over tls\n")
+    context = ssl.create_default_context(cafile=str(first / "cert.pem"))
+    with serving(tmp_path, str(log), "--port", "0", "--certfile", str(first / "cert.pem"),
+                 "--keyfile", str(first / "key.pem")) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        status, _, page = request(srv, "/", context=context)
+        assert status == 200 and '"/ws/app.log"' in page
+        with connect(srv.ws_url + "/ws/app.log", ssl=context) as ws:
+            assert ws.recv(timeout=15) == "over tls\n"
+
+
 def test_tls_serves_https_and_the_page_uses_wss(tmp_path: Path, browser: Browser) -> None:
     cert, key = make_certificate(tmp_path)
     log = tmp_path / "app.log"
