@@ -409,9 +409,11 @@ def _reason(exc: OSError) -> str:
 
 
 def _announce(files: FileSet, base_urls: list[str], prefix: str) -> None:
+    under = "" if prefix == "/" else prefix
+    # With the prefix: the bare address is a 404 under --prefix.
     for base in base_urls:
-        print(f"flask-pine-ws: serving at {base}", flush=True)
-    base = base_urls[0].rstrip("/") + ("" if prefix == "/" else prefix)
+        print(f"flask-pine-ws: serving at {base.rstrip('/')}{under}/", flush=True)
+    base = base_urls[0].rstrip("/") + under
     for name, path in files.items():
         print(f"flask-pine-ws: {path} at {base}/{name}", flush=True)
     for directory in files.directories:

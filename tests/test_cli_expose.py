@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -459,6 +460,20 @@ def test_prefix_serves_everything_under_it(tmp_path: Path, browser: Browser,
         assert pg.url.startswith(srv.url + "/logs/b.log")
         wait_until(lambda: pg.evaluate(LINES_JS) == ["bbb"], timeout=30, message="the lines")
         assert sockets and all("/logs/ws/b.log" in u for u in sockets), sockets
+
+
+def test_the_printed_address_under_a_prefix_is_the_viewer(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text("aaa\n")
+    (tmp_path / "b.log").write_text("bbb\n")
+    with serving(tmp_path, "a.log", "b.log", "--port", "0", "--prefix", "/logs") as srv:
+        printed = re.search(r"serving at (\S+)", srv.out.read_text())
+        assert printed, srv.out.read_text()
+        url = urllib.parse.urlsplit(printed[1])
+        assert printed[1] == f"{srv.url}/logs/" and url.path == "/logs/"
+        # exactly the printed URL, no redirect followed
+        status, head, index = request(srv, url.path)
+        assert status == 200 and head["content-type"].startswith("text/html")
+        assert 'id="pine-config"' in index and '"/logs/a.log"' in index
 
 
 def test_directory_serves_its_files_and_new_ones_appear_without_reload(
