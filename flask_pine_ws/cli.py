@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("files", nargs="+", metavar="PATH",
                        help="a file to follow (it may not exist yet: it is waited for), or a "
-                            "directory: every readable regular file in it, new ones included")
+                            "directory: every readable regular file in it, new ones included "
+                            "(ending with /, a directory that may not exist yet)")
     serve.add_argument("--glob", default=None, metavar="PATTERN",
                        help="serve only the files of a directory whose names match this "
                             "shell pattern ('*.log'); named files are served anyway")
@@ -307,17 +308,27 @@ class _Refused(Exception):
     """A reason not to start: one line, exit status 2."""
 
 
-def _file_set(args: argparse.Namespace) -> FileSet:
+def _file_set(args: argparse.Namespace, notices: list[str]) -> FileSet:
+    """The served set; what is waited for is added to ``notices``, said once nothing is refused."""
     files: list[str] = []
     directories: list[str] = []
     for path in args.files:
+        # A trailing slash means a directory, as for cp or rsync, whether it
+        # exists yet or not (os.path.isdir("app.log/") is False for a file too).
+        meant_directory = path.endswith(("/", os.sep))
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise _Refused(f"{path} is a directory this user may not list")
             directories.append(path)
+        elif meant_directory and os.path.exists(path.rstrip("/" + os.sep)):
+            raise _Refused(f"{path} ends with '/', but {path.rstrip('/' + os.sep)} is not a "
+                           "directory; name the file without the slash")
+        elif meant_directory:
+            # Waited for as a missing file is: its files are listed once it appears.
+            notices.append(f"{path} does not exist yet; its files are listed when it appears")
+            directories.append(path)
         elif not os.path.lexists(path):
-            print(f"flask-pine-ws: {path} does not exist yet; its page waits for it to appear",
-                  file=sys.stderr, flush=True)
+            notices.append(f"{path} does not exist yet; its page waits for it to appear")
             files.append(path)
         elif not readable_file(path):
             raise _Refused(f"{path} is not a regular file readable by this user")
@@ -429,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()  # no command: what there is to run, not an error
         return 0
     args = parser.parse_args(argv)
+    notices: list[str] = []
     try:
-        files = _file_set(args)
+        files = _file_set(args, notices)
         login = _login(args)
         _check_tls(args)
         if login is None and not args.no_auth and not _is_loopback(args.host):
@@ -440,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Refused as exc:
         print(f"flask-pine-ws: {exc}", file=sys.stderr, flush=True)
         return 2
+    for notice in notices:
+        print(f"flask-pine-ws: {notice}", file=sys.stderr, flush=True)
     if login is None and not _is_loopback(args.host):
         print(f"flask-pine-ws: listening on {args.host} with --no-auth: anyone who can reach "
               "it can read these files", file=sys.stderr, flush=True)

@@ -506,6 +506,26 @@ def test_directory_serves_its_files_and_new_ones_appear_without_reload(
                    message="the new file's lines")
 
 
+def test_a_trailing_slash_is_a_directory_waited_for(tmp_path: Path) -> None:
+    later = tmp_path / "later"
+    with serving(tmp_path, "later/", "--port", "0") as srv:
+        assert "later/ does not exist yet; its files are listed when it appears" in (
+            srv.err.read_text())
+        assert json.loads(request(srv, "/_files.json")[2]) == []
+        later.mkdir()
+        (later / "app.log").write_text("in the new directory\n")
+        wait_until(lambda: json.loads(request(srv, "/_files.json")[2]) == [
+            {"name": "app.log", "url": "/app.log"}], timeout=15, interval=0.2,
+            message="the directory's file in the list")
+        with connect(srv.ws_url + "/ws/app.log") as ws:
+            assert ws.recv(timeout=15) == "in the new directory\n"
+    # a slash after a file's name: refused, not waited for as a directory
+    (tmp_path / "app.log").write_text("x\n")
+    result = run_cli("serve", str(tmp_path / "app.log") + "/", "--port", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "is not a directory" in result.stderr
+
+
 # -- roots ---------------------------------------------------------------------------
 
 
