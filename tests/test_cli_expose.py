@@ -186,6 +186,27 @@ def test_repeated_failures_are_slowed_down(tmp_path: Path) -> None:
                    interval=0.5, message="the delay to pass")
 
 
+def test_trust_header_alone_answers_403_without_a_password_prompt(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("behind the proxy\n")
+    with serving(tmp_path, str(log), "--port", "0", "--trust-header", "X-Forwarded-User") as srv:
+        # a prompt could never succeed (no users): refused, without WWW-Authenticate
+        for headers in ({}, {"X-Forwarded-User": " "}, basic("ops", "pw")):
+            for path in ("/", "/app.log", "/_static/viewer.js", "/_files.json"):
+                status, head, body = request(srv, path, headers)
+                assert status == 403, (path, headers)
+                assert "www-authenticate" not in head
+                assert "header" in body and "missing" in body and "behind" not in body
+            answer = handshake_status(srv, "/ws/app.log", headers)
+            assert answer.status == 403 and "www-authenticate" not in answer.headers
+            assert "sec-websocket-accept" not in answer.headers
+        user = {"X-Forwarded-User": "ann"}
+        status, _, page = request(srv, "/", user)
+        assert status == 200 and '"/ws/app.log"' in page
+        with connect(srv.ws_url + "/ws/app.log", additional_headers=user) as ws:
+            assert ws.recv(timeout=15) == "behind the proxy\n"
+
+
 def htpasswd(*args: str) -> None:
     """Apache's own htpasswd tool (apache2-utils)."""
     tool = shutil.which("htpasswd")
@@ -661,8 +682,9 @@ def test_behind_nginx_forward_auth(tmp_path: Path, browser: Browser) -> None:
     with auth_service() as auth_port, serving(
             tmp_path, str(log), "--port", "0", "--prefix", "/logs",
             "--trust-header", "X-Forwarded-User") as srv:
-        # directly, without the header: 401
-        assert request(srv, "/logs/")[0] == 401
+        # directly, without the header: 403, and no password prompt
+        status, head, _ = request(srv, "/logs/")
+        assert status == 403 and "www-authenticate" not in head
         with nginx_in_front(port_of(srv), tmp_path / "nginx", site_for=lambda port:
                             forward_auth_site(port, port_of(srv), auth_port)) as proxy:
             conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
