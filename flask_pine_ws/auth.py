@@ -28,7 +28,7 @@ full every time.
 Passwords are compared in constant time (``hmac.compare_digest``, bcrypt's
 own ``checkpw``), and an unknown user costs the same work as a known one, so
 timing tells nothing. Repeated failures from one address are slowed down
-(:class:`Throttle`): past a few, that address gets 429 with ``Retry-After``
+(:class:`Throttle`): after five, that address gets 429 with ``Retry-After``
 for a doubling delay, without its passwords being checked at all, and no
 thread is held sleeping (an attacker cannot take the server's threads that
 way). Its bookkeeping is a bounded LRU table.
@@ -133,15 +133,17 @@ def _secret(stored: str, where: str) -> Secret:
 class Throttle:
     """Slows down repeated login failures from one address, in bounded memory.
 
-    After ``free`` failures an address must wait ``base_delay`` seconds, then
-    twice as long after each further failure, up to ``max_delay``; meanwhile
-    its attempts are refused without being checked. A success forgets the
-    address. At most ``max_entries`` addresses are remembered (the least
-    recently failing are forgotten first), so a flood of addresses costs a
-    fixed amount of memory.
+    An address's first ``free`` failures cost nothing; the next one makes it
+    wait ``base_delay`` seconds, and each further failure twice as long, up to
+    ``max_delay``; meanwhile its attempts are refused without being checked.
+    The default, 4, locks an address after its fifth failure, as the command
+    line's documentation says ("after five failures ... waits"). A success
+    forgets the address. At most ``max_entries`` addresses are remembered
+    (the least recently failing are forgotten first), so a flood of addresses
+    costs a fixed amount of memory.
     """
 
-    def __init__(self, *, free: int = 5, base_delay: float = 1.0, max_delay: float = 60.0,
+    def __init__(self, *, free: int = 4, base_delay: float = 1.0, max_delay: float = 60.0,
                  max_entries: int = 10_000) -> None:
         self.free = free
         self.base_delay = base_delay
