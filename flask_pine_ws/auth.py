@@ -3,7 +3,8 @@
 This module owns who may read the logs. :class:`Login` checks each request,
 the page, its assets, the download and the WebSocket handshake alike (a
 handshake is an ordinary GET until the view accepts it), and answers 401 with
-``WWW-Authenticate: Basic`` before any upgrade. The command line uses it for
+``WWW-Authenticate: Basic`` before any upgrade (403 and no challenge when only
+a proxy's header can let a request in). The command line uses it for
 ``--user/--password``, ``--htpasswd`` and ``--trust-header``; an app that
 mounts the viewer uses the same object on its blueprint::
 
@@ -27,7 +28,7 @@ full every time.
 Passwords are compared in constant time (``hmac.compare_digest``, bcrypt's
 own ``checkpw``), and an unknown user costs the same work as a known one, so
 timing tells nothing. Repeated failures from one address are slowed down
-(:class:`Throttle`): past a few, that address gets 429 with ``Retry-After``
+(:class:`Throttle`): after five, that address gets 429 with ``Retry-After``
 for a doubling delay, without its passwords being checked at all, and no
 thread is held sleeping (an attacker cannot take the server's threads that
 way). Its bookkeeping is a bounded LRU table.
@@ -132,15 +133,17 @@ def _secret(stored: str, where: str) -> Secret:
 class Throttle:
     """Slows down repeated login failures from one address, in bounded memory.
 
-    After ``free`` failures an address must wait ``base_delay`` seconds, then
-    twice as long after each further failure, up to ``max_delay``; meanwhile
-    its attempts are refused without being checked. A success forgets the
-    address. At most ``max_entries`` addresses are remembered (the least
-    recently failing are forgotten first), so a flood of addresses costs a
-    fixed amount of memory.
+    An address's first ``free`` failures cost nothing; the next one makes it
+    wait ``base_delay`` seconds, and each further failure twice as long, up to
+    ``max_delay``; meanwhile its attempts are refused without being checked.
+    The default, 4, locks an address after its fifth failure, as the command
+    line's documentation says ("after five failures ... waits"). A success
+    forgets the address. At most ``max_entries`` addresses are remembered
+    (the least recently failing are forgotten first), so a flood of addresses
+    costs a fixed amount of memory.
     """
 
-    def __init__(self, *, free: int = 5, base_delay: float = 1.0, max_delay: float = 60.0,
+    def __init__(self, *, free: int = 4, base_delay: float = 1.0, max_delay: float = 60.0,
                  max_entries: int = 10_000) -> None:
         self.free = free
         self.base_delay = base_delay
@@ -184,7 +187,8 @@ class Login:
         logged-in user (``X-Forwarded-User``). A request with it non-empty is
         let in. Use it only when every request comes through that proxy and the
         proxy sets or removes the header itself: anyone reaching the server
-        directly could send it.
+        directly could send it. Without ``users``, a request without the header
+        gets 403 and no ``WWW-Authenticate`` (no password could let it in).
     :param realm: shown by the browser's login dialog.
     :param throttle: the failure bookkeeping; one is made if not given.
     :param remember: seconds that credentials found right are taken as right
@@ -227,7 +231,7 @@ class Login:
         if self.trust_header and request.headers.get(self.trust_header, "").strip():
             return None
         if not self.users:
-            return self._challenge("Log in through the proxy in front of this server.")
+            return self._no_header()
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "basic" or not token.strip():
@@ -283,6 +287,19 @@ class Login:
             return False
         self._remember(token)
         return True
+
+    def _no_header(self) -> Response:
+        """403 without a challenge: only the proxy's header lets in, a password never could.
+
+        A 401 must carry ``WWW-Authenticate``, and ``Basic`` would make a browser
+        ask for a password that nothing here checks. The header is not named:
+        whoever reaches the port directly need not learn what to forge.
+        """
+        response = Response("Forbidden: the login header that the proxy in front of this "
+                            "server sets is missing; open this page through that proxy.\n",
+                            status=403, mimetype="text/plain")
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     def _challenge(self, message: str) -> Response:
         response = Response(message + "\n", status=401, mimetype="text/plain")

@@ -26,6 +26,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("files", nargs="+", metavar="PATH",
                        help="a file to follow (it may not exist yet: it is waited for), or a "
-                            "directory: every readable regular file in it, new ones included")
+                            "directory: every readable regular file in it, new ones included "
+                            "(ending with /, a directory that may not exist yet)")
     serve.add_argument("--glob", default=None, metavar="PATTERN",
                        help="serve only the files of a directory whose names match this "
                             "shell pattern ('*.log'); named files are served anyway")
@@ -306,17 +308,27 @@ class _Refused(Exception):
     """A reason not to start: one line, exit status 2."""
 
 
-def _file_set(args: argparse.Namespace) -> FileSet:
+def _file_set(args: argparse.Namespace, notices: list[str]) -> FileSet:
+    """The served set; what is waited for is added to ``notices``, said once nothing is refused."""
     files: list[str] = []
     directories: list[str] = []
     for path in args.files:
+        # A trailing slash means a directory, as for cp or rsync, whether it
+        # exists yet or not (os.path.isdir("app.log/") is False for a file too).
+        meant_directory = path.endswith(("/", os.sep))
         if os.path.isdir(path):
             if not os.access(path, os.R_OK | os.X_OK):
                 raise _Refused(f"{path} is a directory this user may not list")
             directories.append(path)
+        elif meant_directory and os.path.exists(path.rstrip("/" + os.sep)):
+            raise _Refused(f"{path} ends with '/', but {path.rstrip('/' + os.sep)} is not a "
+                           "directory; name the file without the slash")
+        elif meant_directory:
+            # Waited for as a missing file is: its files are listed once it appears.
+            notices.append(f"{path} does not exist yet; its files are listed when it appears")
+            directories.append(path)
         elif not os.path.lexists(path):
-            print(f"flask-pine-ws: {path} does not exist yet; its page waits for it to appear",
-                  file=sys.stderr, flush=True)
+            notices.append(f"{path} does not exist yet; its page waits for it to appear")
             files.append(path)
         elif not readable_file(path):
             raise _Refused(f"{path} is not a regular file readable by this user")
@@ -347,18 +359,72 @@ def _login(args: argparse.Namespace) -> Login | None:
     return Login(users, trust_header=args.trust_header)
 
 
+class _PasswordAsked(Exception):
+    """The key is encrypted: OpenSSL asked for its passphrase."""
+
+
+def _no_password() -> bytes:
+    # gunicorn has no passphrase option: each worker would prompt on the
+    # terminal for it (or fail) at every start. Refused here instead.
+    raise _PasswordAsked
+
+
 def _check_tls(args: argparse.Namespace) -> None:
+    """Load the certificate and key as gunicorn will, so a bad pair stops the start.
+
+    gunicorn reads them only once it serves: a key that does not match, or a
+    log file given as a certificate, would start a server whose every
+    connection fails, with nothing but a warning in its log.
+    """
     if (args.certfile is None) != (args.keyfile is None):
         raise _Refused("TLS needs both --certfile and --keyfile")
-    for option, path in (("--certfile", args.certfile), ("--keyfile", args.keyfile)):
-        if path is not None and not readable_file(path):
+    if args.certfile is None:
+        return
+    cert, key = args.certfile, args.keyfile
+    for option, path in (("--certfile", cert), ("--keyfile", key)):
+        if not readable_file(path):
             raise _Refused(f"{option}: {path} is not a file readable by this user")
+    # Certificates alone first: load_cert_chain's errors do not say which of
+    # the two files they are about ("PEM lib" for either).
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError) as exc:
+        raise _Refused(f"--certfile: {cert} holds no PEM certificate{_reason(exc)}") from exc
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=_no_password)
+    except _PasswordAsked as exc:
+        raise _Refused(f"--keyfile: {key} is encrypted and gunicorn cannot ask for its "
+                       "passphrase; give it decrypted (openssl pkey -in KEY -out KEY.plain)"
+                       ) from exc
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise _Refused(f"--keyfile: {key} is not the private key of the certificate in "
+                           f"{cert}") from exc
+        raise _Refused(f"--keyfile: {key} holds no PEM private key{_reason(exc)}") from exc
+    except OSError as exc:  # made unreadable since the check above
+        raise _Refused(f"--keyfile: {key}: {exc.strerror}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    """Why OpenSSL or the OS refused, in a few words (" (key values mismatch)"), or nothing.
+
+    OpenSSL's message names its C source line instead ("[SSL] PEM lib
+    (_ssl.c:3926)"); these reasons only repeat what the refusal says.
+    """
+    if not isinstance(exc, ssl.SSLError):
+        return f" ({exc.strerror})"
+    if exc.reason is None or exc.reason in ("NO_CERTIFICATE_OR_CRL_FOUND", "PEM_LIB",
+                                            "NO_START_LINE"):
+        return ""
+    return f" ({exc.reason.replace('_', ' ').lower()})"
 
 
 def _announce(files: FileSet, base_urls: list[str], prefix: str) -> None:
+    under = "" if prefix == "/" else prefix
+    # With the prefix: the bare address is a 404 under --prefix.
     for base in base_urls:
-        print(f"flask-pine-ws: serving at {base}", flush=True)
-    base = base_urls[0].rstrip("/") + ("" if prefix == "/" else prefix)
+        print(f"flask-pine-ws: serving at {base.rstrip('/')}{under}/", flush=True)
+    base = base_urls[0].rstrip("/") + under
     for name, path in files.items():
         print(f"flask-pine-ws: {path} at {base}/{name}", flush=True)
     for directory in files.directories:
@@ -374,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()  # no command: what there is to run, not an error
         return 0
     args = parser.parse_args(argv)
+    notices: list[str] = []
     try:
-        files = _file_set(args)
+        files = _file_set(args, notices)
         login = _login(args)
         _check_tls(args)
         if login is None and not args.no_auth and not _is_loopback(args.host):
@@ -385,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Refused as exc:
         print(f"flask-pine-ws: {exc}", file=sys.stderr, flush=True)
         return 2
+    for notice in notices:
+        print(f"flask-pine-ws: {notice}", file=sys.stderr, flush=True)
     if login is None and not _is_loopback(args.host):
         print(f"flask-pine-ws: listening on {args.host} with --no-auth: anyone who can reach "
               "it can read these files", file=sys.stderr, flush=True)

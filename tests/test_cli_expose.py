@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -136,7 +137,7 @@ def test_without_valid_credentials_everything_gets_401_before_any_upgrade(
     with serving(tmp_path, str(log), "--port", "0", "--user", "ops",
                  "--password", "pa:ss wörd") as srv:
         good, wrong = basic("ops", "pa:ss wörd"), basic("ops", "nope")
-        # (three failures only: past five, an address is slowed down with 429)
+        # (three failures only: after five, an address is slowed down with 429)
         checks = [(path, {}) for path in ("/", "/app.log", "/_static/viewer.js",
                                           "/_files.json", "/ws/app.log")]
         checks += [("/", wrong), ("/_static/viewer.js", basic("other", "pa:ss wörd"))]
@@ -177,12 +178,38 @@ def test_repeated_failures_are_slowed_down(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("x\n")
     with serving(tmp_path, str(log), "--port", "0", "--user", "ops", "--password", "pw") as srv:
-        statuses = [request(srv, "/", basic("ops", f"guess{i}"))[0] for i in range(7)]
-        assert statuses[:6] == [401] * 6 and statuses[6] == 429
+        # four failures: the right password still gets in (and the count starts again)
+        statuses = [request(srv, "/", basic("ops", f"guess{i}"))[0] for i in range(4)]
+        assert statuses == [401] * 4
+        assert request(srv, "/", basic("ops", "pw"))[0] == 200
+        # five failures, as the docs say: the address waits, even with the right password
+        statuses = [request(srv, "/", basic("ops", f"guess{i}"))[0] for i in range(5)]
+        assert statuses == [401] * 5
         status, head, _ = request(srv, "/", basic("ops", "pw"))
-        assert status == 429 and int(head["retry-after"]) >= 1  # even the right one waits
+        assert status == 429 and int(head["retry-after"]) >= 1
         wait_until(lambda: request(srv, "/", basic("ops", "pw"))[0] == 200, timeout=30,
                    interval=0.5, message="the delay to pass")
+
+
+def test_trust_header_alone_answers_403_without_a_password_prompt(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("behind the proxy\n")
+    with serving(tmp_path, str(log), "--port", "0", "--trust-header", "X-Forwarded-User") as srv:
+        # a prompt could never succeed (no users): refused, without WWW-Authenticate
+        for headers in ({}, {"X-Forwarded-User": " "}, basic("ops", "pw")):
+            for path in ("/", "/app.log", "/_static/viewer.js", "/_files.json"):
+                status, head, body = request(srv, path, headers)
+                assert status == 403, (path, headers)
+                assert "www-authenticate" not in head
+                assert "header" in body and "missing" in body and "behind" not in body
+            answer = handshake_status(srv, "/ws/app.log", headers)
+            assert answer.status == 403 and "www-authenticate" not in answer.headers
+            assert "sec-websocket-accept" not in answer.headers
+        user = {"X-Forwarded-User": "ann"}
+        status, _, page = request(srv, "/", user)
+        assert status == 200 and '"/ws/app.log"' in page
+        with connect(srv.ws_url + "/ws/app.log", additional_headers=user) as ws:
+            assert ws.recv(timeout=15) == "behind the proxy\n"
 
 
 def htpasswd(*args: str) -> None:
@@ -328,6 +355,60 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@pytest.fixture(scope="module")
+def two_certificates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two directories, each with its own self-signed ``cert.pem`` and ``key.pem``."""
+    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
+    make_certificate(first)
+    make_certificate(second)
+    return first, second
+
+
+@pytest.mark.parametrize(("cert", "key", "message"), [
+    ("first/cert.pem", "second/key.pem",
+     "--keyfile: {tmp}/second/key.pem is not the private key of the certificate in "
+     "{tmp}/first/cert.pem"),
+    ("app.log", "first/key.pem", "--certfile: {tmp}/app.log holds no PEM certificate"),
+    ("first/key.pem", "first/key.pem", "--certfile: {tmp}/first/key.pem holds no PEM certificate"),
+    ("first/cert.pem", "app.log", "--keyfile: {tmp}/app.log holds no PEM private key"),
+    ("first/cert.pem", "first/encrypted.key", "--keyfile: {tmp}/first/encrypted.key is encrypted"),
+    ("first/cert.pem", "nowhere.key", "--keyfile: {tmp}/nowhere.key is not a file readable"),
+])
+def test_a_certificate_and_key_that_cannot_serve_exit_2_with_one_line(
+        tmp_path: Path, two_certificates: tuple[Path, Path], cert: str, key: str,
+        message: str) -> None:
+    first, second = two_certificates
+    shutil.copytree(first, tmp_path / "first")
+    shutil.copytree(second, tmp_path / "second")
+    openssl = shutil.which("openssl")
+    assert openssl
+    subprocess.run([openssl, "pkey", "-in", str(tmp_path / "first" / "key.pem"), "-aes256",
+                    "-passout", "pass:secret", "-out", str(tmp_path / "first" / "encrypted.key")],
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "app.log").write_text("a log line, not a certificate\n")
+    result = run_cli("serve", str(tmp_path / "app.log"), "--port", "0",
+                     "--certfile", str(tmp_path / cert), "--keyfile", str(tmp_path / key))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"flask-pine-ws: {message.format(tmp=tmp_path)}")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""  # nothing served, no URL printed
+
+
+def test_a_matching_certificate_and_key_serve_https(
+        tmp_path: Path, two_certificates: tuple[Path, Path]) -> None:
+    first, _ = two_certificates
+    log = tmp_path / "app.log"
+    log.write_text("over tls\n")
+    context = ssl.create_default_context(cafile=str(first / "cert.pem"))
+    with serving(tmp_path, str(log), "--port", "0", "--certfile", str(first / "cert.pem"),
+                 "--keyfile", str(first / "key.pem")) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        status, _, page = request(srv, "/", context=context)
+        assert status == 200 and '"/ws/app.log"' in page
+        with connect(srv.ws_url + "/ws/app.log", ssl=context) as ws:
+            assert ws.recv(timeout=15) == "over tls\n"
+
+
 def test_tls_serves_https_and_the_page_uses_wss(tmp_path: Path, browser: Browser) -> None:
     cert, key = make_certificate(tmp_path)
     log = tmp_path / "app.log"
@@ -407,6 +488,20 @@ def test_prefix_serves_everything_under_it(tmp_path: Path, browser: Browser,
         assert sockets and all("/logs/ws/b.log" in u for u in sockets), sockets
 
 
+def test_the_printed_address_under_a_prefix_is_the_viewer(tmp_path: Path) -> None:
+    (tmp_path / "a.log").write_text("aaa\n")
+    (tmp_path / "b.log").write_text("bbb\n")
+    with serving(tmp_path, "a.log", "b.log", "--port", "0", "--prefix", "/logs") as srv:
+        printed = re.search(r"serving at (\S+)", srv.out.read_text())
+        assert printed, srv.out.read_text()
+        url = urllib.parse.urlsplit(printed[1])
+        assert printed[1] == f"{srv.url}/logs/" and url.path == "/logs/"
+        # exactly the printed URL, no redirect followed
+        status, head, index = request(srv, url.path)
+        assert status == 200 and head["content-type"].startswith("text/html")
+        assert 'id="pine-config"' in index and '"/logs/a.log"' in index
+
+
 def test_directory_serves_its_files_and_new_ones_appear_without_reload(
         tmp_path: Path, browser: Browser) -> None:
     logs = tmp_path / "logs"
@@ -435,6 +530,26 @@ def test_directory_serves_its_files_and_new_ones_appear_without_reload(
         pg.click("#files a:text('worker.log')")
         wait_until(lambda: pg.evaluate(LINES_JS) == ["worker started"], timeout=30,
                    message="the new file's lines")
+
+
+def test_a_trailing_slash_is_a_directory_waited_for(tmp_path: Path) -> None:
+    later = tmp_path / "later"
+    with serving(tmp_path, "later/", "--port", "0") as srv:
+        assert "later/ does not exist yet; its files are listed when it appears" in (
+            srv.err.read_text())
+        assert json.loads(request(srv, "/_files.json")[2]) == []
+        later.mkdir()
+        (later / "app.log").write_text("in the new directory\n")
+        wait_until(lambda: json.loads(request(srv, "/_files.json")[2]) == [
+            {"name": "app.log", "url": "/app.log"}], timeout=15, interval=0.2,
+            message="the directory's file in the list")
+        with connect(srv.ws_url + "/ws/app.log") as ws:
+            assert ws.recv(timeout=15) == "in the new directory\n"
+    # a slash after a file's name: refused, not waited for as a directory
+    (tmp_path / "app.log").write_text("x\n")
+    result = run_cli("serve", str(tmp_path / "app.log") + "/", "--port", "0")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "is not a directory" in result.stderr
 
 
 # -- roots ---------------------------------------------------------------------------
@@ -572,8 +687,9 @@ def test_behind_nginx_forward_auth(tmp_path: Path, browser: Browser) -> None:
     with auth_service() as auth_port, serving(
             tmp_path, str(log), "--port", "0", "--prefix", "/logs",
             "--trust-header", "X-Forwarded-User") as srv:
-        # directly, without the header: 401
-        assert request(srv, "/logs/")[0] == 401
+        # directly, without the header: 403, and no password prompt
+        status, head, _ = request(srv, "/logs/")
+        assert status == 403 and "www-authenticate" not in head
         with nginx_in_front(port_of(srv), tmp_path / "nginx", site_for=lambda port:
                             forward_auth_site(port, port_of(srv), auth_port)) as proxy:
             conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=15)
