@@ -977,7 +977,8 @@ def _channels_redis(sample: Sample) -> None:
 @check("channels-gunicorn")
 def _channels_gunicorn(sample: Sample) -> None:
     """Run by the check of the app before it (see ``_channels_redis``)."""
-    assert _commands(sample.block) == ["gunicorn -k gthread --threads 100 -w 4 app:app"]
+    assert _commands(sample.block) == [
+        "gunicorn -k flask_pine_ws.worker.ThreadWorker --threads 100 -w 4 app:app"]
 
 
 # -- development.md ----------------------------------------------------------
