@@ -375,16 +375,28 @@ def tables(results: Results) -> str:
         for r in cap.values():
             add(f"| {r['messages']:,} | {r['size']:,} | {r['msgs_s']:,} | {_fmt(r['mb_s'])} |")
 
-    for pine in PINES:
-        found = checks(results, pine) if pine in results["targets"] else []
-        if not found:
-            continue
-        add(f"\n### The targets: {results['targets'][pine]['label']}\n")
-        add("| target | holds | measured vs bound |")
-        add("|---|---|---|")
-        for what, holds, figures in found:
-            mark = "n/a" if holds is None else "yes" if holds else "**no**"
-            add(f"| {what} | {mark} | {figures} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets_table(results: Results) -> str:
+    """One table of the project's targets: a row per target, a column per flask-pine-ws
+    variant, each cell whether it holds and the figures against the bound."""
+    found = {pine: checks(results, pine) for pine in PINES if pine in results["targets"]}
+    found = {pine: rows for pine, rows in found.items() if rows}
+    if not found:
+        return ""
+    whats = list(dict.fromkeys(what for rows in found.values() for what, _, _ in rows))
+    cells = {pine: {what: (holds, figures) for what, holds, figures in rows}
+             for pine, rows in found.items()}
+    labels = [results["targets"][pine].get("label", pine) for pine in found]
+    lines = ["| target | " + " | ".join(labels) + " |", "|---" + "|---" * len(labels) + "|"]
+    for what in whats:
+        row = []
+        for pine in found:
+            holds, figures = cells[pine].get(what, (None, "—"))
+            mark = "n/a" if holds is None else "holds" if holds else "**misses**"
+            row.append(f"{mark}: {figures}")
+        lines.append(f"| {what} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -449,65 +461,89 @@ def plots(results: Results, img: Path) -> list[Path]:
     return made
 
 
-def write_docs(results: Results, docs: Path) -> Path:
-    """docs/benchmarks.md and its plots, from one run's results."""
-    plots(results, docs / "img")
+def page(results: Results) -> str:
+    """docs/benchmarks.md for one run's results: what is measured against what, how to run
+    it, the run's figures, and what limits them (bench/limits.md, written by hand)."""
     m = results["machine"]
     plan = results["plan"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     # a case taken from another run of the same code (written into the results by hand)
     also = f"\n- Also: {results['also']}." if results.get("also") else ""
+    backlog_clients = plan.get("backlog_clients", 1000)
+    backlog_lines = plan.get("backlog_lines", 10)
+    watchers = plan.get("watchers", 10_000)
     text = f"""# Benchmarks
 
-flask-pine-ws against the floor (what no server can beat) and its peers, every
-target in the same run on the same machine; each figure is shown with its ratio
-to the asyncio floor of that run.
+How fast flask-pine-ws streams a growing file to WebSocket clients, against a baseline measured
+in the same run on the same machine: the *floor*, a minimal server that does nothing but read
+the file's new bytes and write them to every socket (what no server can beat), and two peers
+that stream a log to a browser. A case that is repeated shows its median (each table says of
+how many), and figures are shown beside their ratio to the asyncio floor of the same run
+(*xfloor*) or to frontail (*xfrontail*): the machine is shared and noisy, and ratios travel
+better than absolute figures.
 
-- Command: `{results['command']}` ({results['seconds']} s); setup: `bash bench/setup.sh`;
-  how to run it: `bench/README.md`.{also}
+## How to run it
+
+<!-- not run: installs software and runs for minutes; the test suite runs bench/run.py --smoke -->
+```sh
+bash bench/setup.sh            # once: websocketd, frontail, websockets and matplotlib
+python bench/run.py            # the full run; writes this page and its plots
+python bench/run.py --quick    # a few minutes, smaller crowds; leaves this page as it is
+```
+
+[bench/README.md](../bench/README.md) has every option (`--targets`, `--cases`, `--fanout`,
+the crowds' sizes) and how each measurement is made.
+
+## What is measured
+
+- **latency**: from `write()` to the client, one client,
+  {plan['rate']:.0f} lines a second of 100 bytes for {plan['duration']:g} s;
+- **burst**: until the client holds the last byte (checked byte for byte),
+  {plan['burst_bytes'] / 1e6:g} MB of lines written at once;
+- **fan-out**: one line appended with N clients on the file: until the last has it; the
+  server's memory and idle CPU;
+- **rotation and truncation**: from the `mv` (or the truncation) until the client holds the
+  new file's first line;
+- **file size**: latency on a sparse 10 GiB file against the small one;
+- **backlog**: clients connecting at once, each for the file's last lines (every client's
+  lines checked): {backlog_clients:,} clients, {backlog_lines} lines each;
+- **idle watchers**: clients following one file, {watchers:,} of them: memory, threads and
+  idle CPU, then lines appended, each checked to reach every client once and in order.
+
+Against:
+
+- **floor: asyncio + inotify** (`bench/floor_server.py`), the baseline of every ratio: the
+  `websockets` package and one raw inotify watch; one read of the new bytes, broadcast to every
+  client;
+- **floor: tail -F into a pipe**: `tail -n0 -F FILE` into a pipe read by the client, one
+  `tail` per client, no network;
+- **websocketd + tail -F**: websocketd runs `tail -n0 -F FILE` per connection, one message per
+  line;
+- **frontail**: one `tail -F` for all, one socket.io 2 event per line;
+- **flask-pine-ws** under `flask_pine_ws.worker.ThreadWorker` (the worker the deployment notes
+  recommend), one worker with as many threads as clients plus 50,
+  `watch_file(path, conn, lines=0)`, compression off, then on (permessage-deflate).
+
+Pings are off in every target. The client is one asyncio process on the `websockets`
+package's sans-I/O protocol, offering permessage-deflate as a browser does; its own capacity is
+measured too. Each client first waits until it has seen a probe line, so that it really follows
+the file.
+
+## The run shown
+
+- Command: `{results['command']}` ({results['seconds']} s).{also}
 - Date: {m['date']}; flask-pine-ws at `{m['flask_pine_ws']}`.
 - Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']},
   shared with other work while it ran; `fs.inotify.max_user_instances` =
   {m['inotify_max_user_instances']}.
-- Python {m['python']}: {pkgs}. websocketd: {m['websocketd']}; node {m['node']},
-  frontail {m['frontail']}; {m['tail']}.
+- Python {m['python']}: {pkgs}.
+- websocketd: {m['websocketd']}; node {m['node']}, frontail {m['frontail']}; {m['tail']}.
 
-The targets:
+## Summary: the project's targets
 
-- **floor: tail -F into a pipe**: `tail -n0 -F FILE` into a pipe read by the client, one
-  `tail` per client, no network;
-- **floor: asyncio + inotify** (`bench/floor_server.py`): the `websockets` package and
-  one raw inotify watch; one read of the new bytes, broadcast to every client;
-- **websocketd + tail -F**: websocketd runs `tail -n0 -F FILE` per connection, one
-  message per line;
-- **frontail**: one `tail -F` for all, one socket.io 2 event per line (the client
-  speaks socket.io 2 / engine.io 3 itself, `bench/clients.py`);
-- **flask-pine-ws** under `flask_pine_ws.worker.ThreadWorker`, the worker the deployment
-  notes recommend (gunicorn's gthread with a deadline for request headers and its threads
-  started at boot; one worker, as many threads as clients plus 50),
-  `watch_file(path, conn, lines=0)`, compression off, then on (permessage-deflate); pings off
-  in every target.
+`python bench/run.py` prints this check at its end.
 
-The client is one asyncio process on the `websockets` package's sans-I/O
-protocol (a callback per message), which offers permessage-deflate as a browser
-does. Each test first appends probe lines until every client has
-seen one (each is following the file), then measures.
-
-Then the crowds (`bench/crowd.py`), each target started again for them:
-
-- **backlog**: a file of 10,000 lines, and {plan.get('backlog_clients', 1000):,} clients
-  connecting at once, each asking for the last {plan.get('backlog_lines', 10)} lines (the
-  floor's `?lines=`, `watch_file(path, conn, lines=10)`, frontail's `-n 10`, `tail -n10 -F`
-  under websocketd); each client's lines are checked against the file's, then one line
-  appended must reach all of them;
-- **idle watchers**: {plan.get('watchers', 10_000):,} clients following one file, with
-  flask-pine-ws under the same worker ({plan.get('watchers', 10_000) + 50:,} threads: each
-  connection holds a pool thread; its reader thread starts once its client sends something,
-  which a watcher's client does not with pings off), without and with compression,
-  against the asyncio floor and frontail (websocketd and the `tail` floor run a process per
-  client and are left out); the server's RSS, threads and idle CPU, then lines appended,
-  each checked to reach every client once and in order.
-
+{targets_table(results)}
 ## Results
 
 {tables(results)}
@@ -517,10 +553,10 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
 
 ![Fan-out](img/bench-fanout.png)
 """
-    analysis = Path(__file__).with_name("analysis.md")
-    if analysis.exists():
-        # written by hand after reading a run's figures and profiles
-        text += "\n" + analysis.read_text()
+    limits = Path(__file__).with_name("limits.md")
+    if limits.exists():
+        # written by hand: what bounds the figures (the longer analysis is bench/analysis.md)
+        text += "\n" + limits.read_text()
     viewer = Path(__file__).with_name("viewer.md")
     if viewer.exists():
         # bench/viewer.py's figures: the viewer over a large file
@@ -529,6 +565,12 @@ Then the crowds (`bench/crowd.py`), each target started again for them:
     if slowlink.exists():
         # bench/slowlink.py's figures: a backlog over 10 Mbit/s and 50 ms
         text += "\n" + slowlink.read_text()
+    return text
+
+
+def write_docs(results: Results, docs: Path) -> Path:
+    """docs/benchmarks.md and its plots, from one run's results."""
+    plots(results, docs / "img")
     path = docs / "benchmarks.md"
-    path.write_text(text)
+    path.write_text(page(results))
     return path

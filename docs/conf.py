@@ -22,7 +22,6 @@ copyright = "the flask-pine-ws authors"  # Sphinx's name for it
 extensions = [
     "sphinx.ext.autodoc",
     "myst_parser",
-    "pine_ws_settings",
     "repo_links",
 ]
 

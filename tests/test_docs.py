@@ -977,7 +977,8 @@ def _channels_redis(sample: Sample) -> None:
 @check("channels-gunicorn")
 def _channels_gunicorn(sample: Sample) -> None:
     """Run by the check of the app before it (see ``_channels_redis``)."""
-    assert _commands(sample.block) == ["gunicorn -k gthread --threads 100 -w 4 app:app"]
+    assert _commands(sample.block) == [
+        "gunicorn -k flask_pine_ws.worker.ThreadWorker --threads 100 -w 4 app:app"]
 
 
 # -- development.md ----------------------------------------------------------
@@ -1438,18 +1439,37 @@ def test_extension_docstring_lists_every_setting() -> None:
     assert listed == list(DEFAULTS)
 
 
+def _config_table_script() -> Any:
+    """scripts/render-config-table.py as a module (its name is not an importable one)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "render_config_table", ROOT / "scripts" / "render-config-table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_config_page_table_is_what_settings_render() -> None:
+    """docs/config.md holds the table itself (it reads the same on the repository as on the
+    site), so a key added, changed or removed in SETTINGS must be rendered into it."""
+    script = _config_table_script()
+    page = (DOCS / "config.md").read_text(encoding="utf-8")
+    assert script.page_with_table(page) == page, (
+        f"docs/config.md: the settings table is out of date; run {script.COMMAND}")
+
+
 def test_settings_table_has_every_key_with_its_meaning() -> None:
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        import pine_ws_settings
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
-    comments = pine_ws_settings.key_comments()
-    assert list(comments) == list(DEFAULTS)
-    assert all(comments.values())
-    assert pine_ws_settings.show_default(5 * 1024 * 1024) == "5242880 (5 MiB)"
-    assert pine_ws_settings.route_field("PINE_WS_PING_INTERVAL") == "ping_interval"
-    assert pine_ws_settings.route_field("PINE_WS_BACKLOG_BYTES") is None
+    script = _config_table_script()
+    rows = script.render().splitlines()[2:]
+    assert [re.match(r"^\| `(PINE_WS_\w+)` \|", row).group(1)  # type: ignore[union-attr]
+            for row in rows] == list(DEFAULTS)
+    assert all(row.split(" | ")[3].strip(" |") for row in rows)
+    assert script.show_default(5 * 1024 * 1024) == "`5242880` (5 MiB)"
+    # a "*" of a pattern stays a character, not emphasis
+    origins = next(row for row in rows if "PINE_WS_ALLOWED_ORIGINS" in row)
+    assert '"\\*"' in origins and '"*"' not in origins
 
 
 def test_route_fields_fall_back_to_their_keys() -> None:
@@ -1457,19 +1477,19 @@ def test_route_fields_fall_back_to_their_keys() -> None:
     from flask import Flask
 
     from flask_pine_ws import Config
+    from flask_pine_ws.config import SETTINGS
 
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        import pine_ws_settings
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    script = _config_table_script()
     app = Flask(__name__)
-    fields = {key: pine_ws_settings.route_field(key) for key in DEFAULTS}
+    fields = {s.key: s.field for s in SETTINGS}
+    rows = {row.split(" | ")[0].strip("| `"): row.split(" | ")[2]
+            for row in script.render().splitlines()[2:]}
     sentinels: dict[str, Any] = {
         "allowed_origins": ["https://x.example"], "subprotocols": ["p"],
         "enable_compression": False, "max_message_size": 7, "ping_interval": 3.0,
         "read_buffer_size": 11}
     for key, field in fields.items():
+        assert rows[key] == (f"`Config({field}=...)`" if field else "app-wide only"), key
         if field is not None:
             app.config[key] = sentinels[field]
     resolved = Config().resolve(app)

@@ -9,7 +9,7 @@
 
 The clients run on asyncio in the test's one thread (raw sockets for the
 churn, which must be cheap). The figures printed here (``pytest -s``) are the
-ones ``docs/robustness.md`` and the README's sizing advice quote.
+ones ``docs/robustness.md`` quotes, and ``docs/deployment.md``'s sizing table is made from.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_1000_watchers_of_one_file_on_one_worker_get_every_line(server: ServerFa
         f"inotify refused ({figures['inotify_refused']}): free some of the user's "
         "instances (fs.inotify.max_user_instances) to run this test")
     assert (figures["inotify_instances"], figures["inotify_watches"]) == (1, 1)
-    assert figures["fds"] <= 3 * count + 100  # the sizing rule of docs/robustness.md
+    assert figures["fds"] <= 3 * count + 100  # the sizing rule of docs/deployment.md
     # a pool thread per socket, a few more for the process; no reader thread:
     # a watcher's client that sends nothing has none
     assert count <= figures["threads"] <= count + 60
