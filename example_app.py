@@ -2,7 +2,7 @@
 
 Run it with nothing else installed or started (beyond this package)::
 
-    python example_app.py            # then open http://127.0.0.1:8000/
+    .venv/bin/python example_app.py   # then open http://127.0.0.1:8000/
 
 It writes ``./demo.log`` (a mix of levels, now and then a traceback, a line
 written in two halves, a non-ASCII character) from a background thread, and
@@ -211,8 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     except PortInUse as exc:
         other = args.port + 1 if args.port else 0
         what = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        # The interpreter as it was run (.venv/bin/python), not a bare "python"
+        # that a fresh Debian shell does not have.
+        python = os.path.relpath(sys.executable)
+        if python.startswith(".."):
+            python = sys.executable
         print(f"example_app.py: port {args.port} {what} on {args.host}; "
-              f"pick another one: python example_app.py --port {other} (or PORT={other})",
+              f"pick another one: {python} example_app.py --port {other} (or PORT={other})",
               file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     finally:
