@@ -631,8 +631,16 @@ class WatchTable:
         now = time.monotonic()
         next_safety = now + self.safety_interval
         next_poll = now + self.poll_interval
-        while not stop.is_set():
+        while True:
             with self._lock:
+                # Checked under the lock that _stop_threads holds: once this
+                # thread is told to stop, self._inotify may already be the
+                # instance of a new subscriber's thread, which polls it too
+                # (select.poll raises "concurrent poll() invocation", and it
+                # would read the other thread's events and wakes). While
+                # ``stop`` is unset, the instance is this thread's own.
+                if stop.is_set():
+                    return
                 any_polled = any(w.polled for w in self._watches.values())
                 source = self._inotify
             now = time.monotonic()
@@ -644,6 +652,10 @@ class WatchTable:
                 kick.wait(timeout)
             else:
                 events = source.wait(timeout)
+                if stop.is_set():
+                    # Stopped meanwhile: these records are the old instance's,
+                    # and self._wds may already map a new one's descriptors.
+                    return
                 if events:
                     try:
                         self._deliver(events)

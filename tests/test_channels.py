@@ -255,6 +255,15 @@ def test_the_queue_is_bounded_while_the_member_is_stuck(members: list[SocketMemb
         highest = max(highest, member.queued_bytes)
     assert highest <= limit
     assert registry.members("room") == 0  # dropped once past the limit
+    # Dropped, the member is still its sender's until the sender closes it
+    # with 1013, after the frame it is writing (under load the sender may not
+    # have run at all yet). Closing the pair before that (the fixture) would
+    # have the sender close, or write to, a socket closed under it: read up
+    # to its close first.
+    stuck.client.settimeout(30)
+    while stuck.client.recv(65536):
+        pass
+    assert stuck.closed is not None and stuck.closed[0] == 1013
 
 
 def test_idle_sender_threads_end() -> None:

@@ -173,7 +173,8 @@ def test_origin_check_sees_the_browsers_host_behind_nginx(server: ServerFactory,
     else:
         assert _status(srv.port, path, f"127.0.0.1:{srv.port}", Origin=f"http://{site}",
                        **{"X-Forwarded-Host": site}) == 403
-    assert "Traceback" not in srv.log()
+    log_text = srv.log()
+    assert "Traceback" not in log_text, log_text
 
 
 def test_plain_requests_still_work_through_nginx(server: ServerFactory, tmp_path: Path) -> None:

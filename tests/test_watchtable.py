@@ -126,6 +126,63 @@ def test_last_subscriber_stops_every_thread(tmp_path: Path) -> None:
     assert threading.active_count() == before
 
 
+class _GatedLock:
+    """The table's lock, with a gate its thread stops at once, at the top of its loop.
+
+    The interleaving a loaded machine makes now and then, made every time: the
+    table's thread is held just before it looks at the table again, while the
+    last subscriber leaves and a new one arrives (a client that disconnects
+    during its catch-up, then the next).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.armed = False
+        self.arrived = threading.Event()
+        self.opened = threading.Event()
+
+    def __enter__(self) -> None:
+        if (self.armed and threading.current_thread().name == "pine-ws-watch"
+                and sys._getframe(1).f_code.co_name == "_tick_loop"):
+            self.armed = False
+            self.arrived.set()
+            self.opened.wait(WAIT)
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_stopped_thread_never_waits_on_the_next_threads_descriptor(tmp_path: Path) -> None:
+    t = WatchTable(polling=False, safety_interval=30, source="inotify")
+    gate = _GatedLock()
+    t._lock = gate  # type: ignore[assignment]
+    first, second = threading.Event(), threading.Event()
+    sub = t.subscribe(str(tmp_path / "a.log"), first)
+    old_thread, old_source = t._ticker, t._inotify
+    assert old_thread is not None and old_source is not None
+    gate.armed = True
+    t._kick()  # out of its wait, through a check, to the top of its loop: held there
+    assert gate.arrived.wait(WAIT)
+    t.unsubscribe(sub)  # the last one: that thread is told to stop
+    sub2 = t.subscribe(str(tmp_path / "b.log"), second)  # a new instance, a new thread
+    try:
+        assert t._inotify is not None and t._inotify is not old_source
+        settle(t, tmp_path, second)  # the new thread is waiting on its instance
+        gate.opened.set()
+        # The old thread ends, closing its own instance, without touching the
+        # new one (before, it waited on it beside the new thread: "concurrent
+        # poll() invocation" in one of them, or it read the other's events).
+        old_thread.join(WAIT)
+        assert not old_thread.is_alive()
+        assert old_source.closed
+        (tmp_path / "b.log").write_text("x")
+        assert signalled(second)
+    finally:
+        gate.opened.set()
+        t.unsubscribe(sub2)
+
+
 def test_rename_remove_create_all_signal(table: WatchTable, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("x")
