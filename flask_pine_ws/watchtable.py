@@ -631,8 +631,16 @@ class WatchTable:
         now = time.monotonic()
         next_safety = now + self.safety_interval
         next_poll = now + self.poll_interval
-        while not stop.is_set():
+        while True:
             with self._lock:
+                # Looked at under the lock that _stop_threads sets it under:
+                # a thread stopped since its last look would otherwise take
+                # ``self._inotify`` of the thread that replaced it, and two
+                # threads in one instance's poll() make one of them die
+                # ("concurrent poll() invocation"), perhaps the new one,
+                # which leaves its subscribers with no thread at all.
+                if stop.is_set():
+                    return
                 any_polled = any(w.polled for w in self._watches.values())
                 source = self._inotify
             now = time.monotonic()
