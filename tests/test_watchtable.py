@@ -126,6 +126,44 @@ def test_last_subscriber_stops_every_thread(tmp_path: Path) -> None:
     assert threading.active_count() == before
 
 
+def test_the_next_thread_is_left_to_itself_by_the_one_stopped_before_it(
+        tmp_path: Path) -> None:
+    """The last subscriber leaves and the next comes at once, over and over.
+
+    The thread stopped by the first must end on its own instance, never take
+    the next one's: two threads in one instance's poll() make one die
+    ("concurrent poll() invocation"), the new one as often as not, and its
+    subscribers then hear nothing. Waking the thread (its stop does: a write
+    to its eventfd, which lets the GIL go) is what lets it run between the
+    stop and the next subscriber; a few hundred rounds hit that under load.
+    """
+    t = WatchTable(source="inotify", safety_interval=30)
+    log = tmp_path / "app.log"
+    log.write_text("")
+    died: list[str] = []
+    hook = threading.excepthook
+
+    def record(args: threading.ExceptHookArgs) -> None:
+        died.append(f"{args.thread.name if args.thread else '?'}: {args.exc_value!r}")
+
+    threading.excepthook = record
+    try:
+        for n in range(300):
+            t.unsubscribe(t.subscribe(str(log), threading.Event()))
+            heard = threading.Event()
+            sub = t.subscribe(str(log), heard)
+            if t.stats()["mode"] != "inotify":
+                pytest.skip(INOTIFY_REFUSED)
+            heard.clear()  # subscribing pokes it once
+            with open(log, "a") as out:
+                out.write(f"{n}\n")
+            assert heard.wait(WAIT), f"round {n}: the new subscriber heard nothing ({died})"
+            t.unsubscribe(sub)
+    finally:
+        threading.excepthook = hook
+    assert not died
+
+
 def test_rename_remove_create_all_signal(table: WatchTable, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_text("x")
