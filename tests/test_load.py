@@ -31,7 +31,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from conftest import ServerFactory
-from helpers import http_get, raised_fd_limit
+from helpers import http_get, raised_fd_limit, wait_until
 from server import Server
 
 SUB = ["pine.watch.v1"]
@@ -232,6 +232,16 @@ def _footprint(srv: Server) -> dict[str, Any]:
             "subscribers": s["table"]["subscribers"]}
 
 
+def _leftovers(s: dict[str, Any]) -> list[str]:
+    """What is still there of connections that ended: live ones, subscribers, extension threads."""
+    left = [n for n in s["thread_names"] if n.startswith("pine-ws-")]
+    if s["live"]:
+        left.append(f"{s['live']} live")
+    if s["table"]["subscribers"]:
+        left.append(f"{s['table']['subscribers']} subscribers")
+    return left
+
+
 @pytest.mark.slow
 def test_5000_connect_and_drop_cycles_leave_nothing_behind(server: ServerFactory,
                                                            tmp_path: Path) -> None:
@@ -245,11 +255,31 @@ def test_5000_connect_and_drop_cycles_leave_nothing_behind(server: ServerFactory
         async with connect(canary_url, subprotocols=SUB, ping_interval=None,  # type: ignore[list-item]
                            proxy=None) as ws:
             await asyncio.wait_for(ws.recv(), 30)
+            # "open" comes before the watcher joins its feed, which starts the
+            # feed's thread: sample once it has.
+            await asyncio.to_thread(wait_until, lambda: stats(srv)["feed_live"] == 1,
+                                    message="the canary live on its feed")
             return await asyncio.to_thread(_footprint, srv)
+
+    def footprint() -> dict[str, Any]:
+        """The worker with one canary, sampled once the connections before it are all over.
+
+        The last watcher of a file stops the watch table's thread without
+        joining it (the thread closes its inotify descriptor as it ends,
+        which costs the kernel a grace period), and a closing client's
+        reader or the doorbell may still be ending too: a canary connecting
+        meanwhile starts the table's next thread beside the old one, which a
+        sample would count.
+        """
+        deadline = time.monotonic() + 30
+        while left := _leftovers(stats(srv)):
+            assert time.monotonic() < deadline, f"left with no client: {left}"
+            time.sleep(0.05)
+        return asyncio.run(canary_only())
 
     # warm-up: the pool's threads are created, the observer started once
     asyncio.run(_churn(srv.port, "/logs/ws/app?lines=0", 100, canary_url, log))
-    before = asyncio.run(canary_only())
+    before = footprint()
     assert before["live"] == 1
     assert (before["inotify_instances"], before["inotify_watches"]) == (1, 1), before
     figures = asyncio.run(_churn(srv.port, "/logs/ws/app?lines=0", 5000, canary_url, log))
@@ -257,7 +287,7 @@ def test_5000_connect_and_drop_cycles_leave_nothing_behind(server: ServerFactory
     assert figures["seconds"] < 200
 
     deadline = time.monotonic() + 30
-    while (after := asyncio.run(canary_only())) != before:
+    while (after := footprint()) != before:
         assert time.monotonic() < deadline, f"before {before}\nafter  {after}"
         time.sleep(0.5)
     assert srv.worker_pids() == [pid], "the worker was replaced"

@@ -14,8 +14,8 @@ Configured from the environment, so that one module serves every test of
 Routes besides the viewers: ``/echo`` (sends back every message), ``/__ready``
 and ``/debug/stats``: this worker's pid, threads, file descriptors, inotify
 instances and watches (read from ``/proc/self/fdinfo``), open sockets, the
-watch table, and its fd limit. A test app only: a real app would not publish
-these.
+watchers a feed sends to (``feed_live``), the watch table, and its fd limit.
+A test app only: a real app would not publish these.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from flask_pine_ws import Conn, Ctx, FlaskPineWS
+from flask_pine_ws import Conn, Ctx, FlaskPineWS, feed
 from flask_pine_ws import shutdown as pine_shutdown
 from flask_pine_ws.protocol import waiting_readers
 from flask_pine_ws.watchtable import WatchTable
@@ -84,6 +84,7 @@ def create_app() -> Flask:
             "inotify_watches": watches,
             "live": pine_shutdown.live_count(),
             "waiting_readers": waiting_readers(),
+            "feed_live": feed.live_count(),
             "table": WatchTable.current().stats(),
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
         }

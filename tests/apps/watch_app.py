@@ -7,7 +7,9 @@ app must never let a client do (the viewer serves only files the app names).
   ``watch_file`` with those options; offers the ``pine.watch.v1`` subprotocol.
   With ``tag``, the connection's ``viewed_bytes`` is recorded when it ends.
 - ``/conn-watch?path=...&offset=``: the same through ``Conn.watch_file``.
-- ``/stats``: the process's watch table, threads, live connections, viewed bytes,
+- ``/stats``: the process's watch table, threads (``threads``: the Python
+  threads' names; ``tasks``: every thread of the process, read from
+  ``/proc/self/task`` in the same request), live connections, viewed bytes,
   the watchers registered with a feed (``watchers``), those a feed sends to
   (``live_readers``) and the feeds.
 
@@ -16,6 +18,7 @@ app must never let a client do (the viewer serves only files the app names).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -61,6 +64,7 @@ def create_app() -> Flask:
         return {
             "table": WatchTable.current().stats(),
             "threads": sorted(t.name for t in threading.enumerate()),
+            "tasks": len(os.listdir("/proc/self/task")),
             "live": pine_shutdown.live_count(),
             "viewed": viewed,
             "watchers": feeds["readers"],
