@@ -253,7 +253,10 @@ class Conn:
             protocol.close(1000, "", wait=self._close_timeout)
         if not protocol.join(self._close_timeout):
             protocol.abort()
-            protocol.join(self._close_timeout)
+            # A reader that never started (the doorbell still holds the
+            # socket) is not waited for: the connection is ended here.
+            if not protocol.end_unread():
+                protocol.join(self._close_timeout)
         if self.mode == "werkzeug":
             # To Werkzeug's server the upgrade was a keep-alive HTTP/1.1
             # request: it would now wait on this socket for the next request,

@@ -193,15 +193,21 @@ class _Doorbell:
         with self._lock:
             return len(self._waiting) if self._pid == os.getpid() else 0
 
-    def forget(self, protocol: Protocol, fd: int) -> None:
-        """Stop watching ``fd`` for ``protocol`` (its handshake failed)."""
+    def forget(self, protocol: Protocol, fd: int) -> bool:
+        """Stop watching ``fd`` for ``protocol`` (its handshake failed, or it ends unread).
+
+        ``True``: it was waiting, and its reader will never be started;
+        ``False``: it was not (its reader is started, or being started).
+        """
         with self._lock:
-            if self._waiting.get(fd) is protocol:
-                del self._waiting[fd]
-                assert self._epoll is not None
-                _unregister(self._epoll, fd)
-                if not self._waiting:
-                    os.eventfd_write(self._eventfd, 1)  # its thread ends now
+            if self._waiting.get(fd) is not protocol:
+                return False
+            del self._waiting[fd]
+            assert self._epoll is not None
+            _unregister(self._epoll, fd)
+            if not self._waiting:
+                os.eventfd_write(self._eventfd, 1)  # its thread ends now
+            return True
 
     def _start(self) -> None:
         """Lock held: a new epoll and eventfd, and the thread that polls them."""
@@ -922,8 +928,13 @@ class Protocol:
 
     def _read_loop(self) -> None:
         settings = self._settings
+        fd = self._sock.fileno()
+        if fd < 0:
+            # Closed before this reader ran: the request's thread gave up
+            # waiting for it (Conn.finish's bound) and the server closed it.
+            return
         poller = select.poll()
-        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(fd, select.POLLIN)
         while self._open or self._ws.state is ConnectionState.LOCAL_CLOSING:
             wait = self._until_ping()
             # TLS may hold decrypted bytes the socket's fd no longer shows
@@ -1035,6 +1046,27 @@ class Protocol:
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the reader to end; ``True`` once it did (socket closed)."""
         return self._finished.wait(timeout)
+
+    def end_unread(self) -> bool:
+        """End the connection here if its reader never started; ``True`` if it was ended.
+
+        For the request's thread, before it lets the server have the socket
+        back: a socket still waiting in the doorbell (a client that has not
+        answered our close, on a machine too busy for the doorbell to ring in
+        time) would otherwise be closed by the server under the doorbell, and
+        a reader started after that would find no socket, while the doorbell
+        kept waiting on a descriptor number that the next connection reuses.
+        Taken out of the doorbell's set under its lock, the connection has no
+        reader and never will: this thread may close it.
+        """
+        if not self._nonblocking or self._finished.wait(0):
+            return False
+        fd = self._sock.fileno()
+        if fd < 0 or not _doorbell.forget(self, fd):
+            return False
+        self._end()
+        self._finished.set()
+        return True
 
 
 __all__ = ["BoundedDeflate", "Mode", "NoThreadLeft", "Protocol", "Settings", "waiting_readers"]

@@ -149,3 +149,49 @@ def test_a_handshake_that_fails_leaves_nothing_waiting() -> None:
         with pytest.raises(OSError):
             Conn(environ, Config(), send_timeout=1.0, close_timeout=1.0)
     wait_until(lambda: doorbells() == 0, "the doorbell's thread to end")
+
+
+class _StalledRing:
+    """Stands in the doorbell's set for a connection whose reader is slow to start.
+
+    While the doorbell's thread is in its ``_start_reader``, it rings nobody
+    else: what a machine too busy for the doorbell does now and then, made
+    every time.
+    """
+
+    def __init__(self) -> None:
+        self.ringing = threading.Event()
+        self.go = threading.Event()
+
+    def _start_reader(self) -> None:
+        self.ringing.set()
+        self.go.wait(30)
+
+
+def test_a_connection_that_ends_unread_is_ended_by_its_request_not_left_waiting() -> None:
+    """A handler returns, its client never answers the close, and the doorbell is busy.
+
+    ``Conn.finish`` must not hand the socket back to the server (which closes
+    it) while the doorbell still holds it: a reader started after that found
+    no socket (a traceback in the worker's log), and the doorbell went on
+    waiting on a descriptor number the next connection reuses. It ends the
+    connection itself, in its own thread.
+    """
+    from flask_pine_ws.protocol import _doorbell, waiting_readers
+
+    stall = _StalledRing()
+    ours, theirs = socket.socketpair()
+    with ours, theirs, conn_pair(close_timeout=0.2) as (conn, peer):
+        _doorbell.watch(stall, ours.fileno(), None)  # type: ignore[arg-type]
+        theirs.send(b"x")  # rings it: the doorbell's thread is held in its reader's start
+        assert stall.ringing.wait(10)
+        try:
+            conn.finish()  # the handler returned; its client stays silent
+            assert waiting_readers() == 0, "the connection was left in the doorbell's set"
+            assert readers() == 0, "a reader was started for a connection already over"
+            assert peer.closed(10) == (1000, "")  # the client got our close frame
+            peer.sock.settimeout(10)
+            assert peer.sock.recv(65536) == b"", "the socket was not closed"
+        finally:
+            stall.go.set()
+    wait_until(lambda: doorbells() == 0, "the doorbell's thread to end")
