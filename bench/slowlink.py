@@ -47,6 +47,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gunicorn_flags import NO_CONTROL_SOCKET
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
@@ -150,7 +152,7 @@ def server(ns: str | None, addr: str, log: Path, mode: str, workdir: Path) -> It
     out = (workdir / f"server-{mode}-{addr}.log").open("wb")
     proc = subprocess.Popen(
         in_ns(ns, [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads",
-                   "8", "-b", f"{addr}:{PORT}", "--no-control-socket", "--chdir", str(BENCH),
+                   "8", "-b", f"{addr}:{PORT}", *NO_CONTROL_SOCKET, "--chdir", str(BENCH),
                    "slowlink_app:app"]),
         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

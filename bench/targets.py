@@ -21,6 +21,7 @@ from pathlib import Path
 
 import procstat
 from clients import CHILDREN, SocketIOStream, Stream, TailStream, WsStream
+from gunicorn_flags import NO_CONTROL_SOCKET
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -215,7 +216,7 @@ class Pine(Target):
                 "-w", "1",
                 "--threads", str(threads), "--worker-connections", str(2 * threads),
                 "--backlog", "2048", "--timeout", "120", "--graceful-timeout", "5",
-                "--no-control-socket", "--log-level", "warning",
+                *NO_CONTROL_SOCKET, "--log-level", "warning",
                 "-b", f"127.0.0.1:{self.port}", self.app]
 
     def env(self) -> dict[str, str]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from flask import Blueprint, Flask, Request, Response, current_app, has_app_context, request
 from werkzeug.datastructures import MultiDict
 
-from . import accesslog, channels, limits, shutdown
+from . import accesslog, channels, hosts, limits, shutdown
 from .compression import parse_choice
 from .config import DEFAULTS, SETTINGS, Config
 from .conn import Conn
@@ -154,6 +154,7 @@ class FlaskPineWS:
             app.config.setdefault(key, copy.copy(value))
         app.extensions[EXTENSION_KEY] = self
         self._apps.add(app)
+        hosts.honour_trusted_hosts(app)  # Flask 3.0 ignores TRUSTED_HOSTS
         for rule, handler, config, options in self._routes:
             _add_route(app, rule, handler, config, options)
         shutdown.install()

@@ -10,6 +10,7 @@ every route open to cross-site WebSocket hijacking.
 from __future__ import annotations
 
 import base64
+import re
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
@@ -21,6 +22,10 @@ from .config import Config
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 #: The request schemes served over TLS: only an https page is their origin.
 _SECURE = {"https", "wss"}
+#: What RFC 9110 5.5 does not allow in a field value: control bytes other than
+#: HTAB (SP, VCHAR and obs-text are allowed). The WSGI environ holds the
+#: values decoded as latin-1, so a byte is the code point of the same number.
+_INVALID_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _netloc(scheme: str, host: str) -> str:
@@ -67,6 +72,13 @@ def origin_allowed(origin: str, request: Request, config: Config) -> bool:
 def refusal(request: Request, config: Config) -> Response | None:
     """The HTTP response refusing this upgrade request, or ``None`` to accept it."""
     headers = request.headers
+    for name, value in headers.items():
+        # Checked here because servers differ: gunicorn 27 refuses such a
+        # request with 400 itself, gunicorn 23 rejects only NUL, CR and LF and
+        # passes the rest to the app, which would then upgrade.
+        if _INVALID_FIELD_VALUE.search(value):
+            return _text(400, f"The {name} header holds a control byte, "
+                              "which HTTP does not allow in a header value.")
     connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
     if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
         return _text(400, "This URL is a WebSocket endpoint: connect with a WebSocket client "

@@ -97,7 +97,6 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from .config import setting
 from .errors import PineWSError
@@ -105,6 +104,14 @@ from .inotify import AVAILABLE as INOTIFY_AVAILABLE
 from .inotify import SELF_GONE, Inotify, InotifyEvent, Mask
 
 if TYPE_CHECKING:
+    # For annotations only: importing anything under watchdog.observers runs
+    # the package's __init__, which on Linux imports its inotify module, and
+    # watchdog 7.0 creates (and starts a thread on) an inotify instance there.
+    # At the instance limit that import raises EMFILE and the worker would not
+    # boot; imported at run time only in _start_observer, a refusal there is
+    # one the table falls back to polling from.
+    from watchdog.observers.api import BaseObserver, ObservedWatch
+
     from .follower import Position
 
 #: ``PINE_WS_POLLING``, normalised: ``"auto"``, always (``True``) or never (``False``).
@@ -510,6 +517,8 @@ class WatchTable:
         return source
 
     def _start_observer(self) -> BaseObserver:
+        # Imported here, not at the top: on Linux watchdog 7.0 creates an
+        # inotify instance on import, so the import itself can raise EMFILE.
         from watchdog.observers import Observer
 
         observer = Observer()  # inotify_init where it is inotify: EMFILE at the instance limit

@@ -59,6 +59,7 @@ import threading
 import time
 from typing import Any
 
+import gunicorn
 from gunicorn.workers import gthread as _gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
 
@@ -72,6 +73,11 @@ except ImportError:  # gunicorn < 24: no HTTP/2
 #: What ``handle`` returns to put a connection back in gunicorn's poller until it is readable:
 #: gunicorn >= 24 has a marker for it; before, a kept-alive connection went back the same way.
 _BACK_TO_POLLER: Any = getattr(_gthread, "_DEFER", True)
+
+#: gunicorn 23's gthread loop, which 24 rewrote: its main thread calls ``conn.init()`` (a
+#: blocking socket, the parser) before a connection gets a thread, ``handle`` returns
+#: ``(keepalive, conn)``, and a connection back in the poller is one of its ``_keep``.
+_GUNICORN_23 = gunicorn.version_info < (24,)
 
 #: Bytes of request head read ahead before the rest is left to gunicorn's parser (its own
 #: limits then apply: ``limit_request_line``, ``limit_request_fields``, ...).
@@ -234,15 +240,15 @@ class ThreadWorker(_GThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
             try:
                 ended = _read_available(conn.sock, head)
             except OSError:
-                return False  # reset: gunicorn closes it
+                return self._result(False, conn)  # reset: gunicorn closes it
             if ended is None:
-                return False  # closed by the client before its headers were in
+                return self._result(False, conn)  # closed by the client before its headers were in
             if not ended:
                 if time.monotonic() >= conn.pine_due:
                     deadlines.expired += 1
                     _cut_off(conn.sock)
-                    return False
-                return _BACK_TO_POLLER  # no thread waits for the rest
+                    return self._result(False, conn)
+                return self._result(_BACK_TO_POLLER, conn)  # no thread waits for the rest
             conn.init()  # the parser, on a blocking socket
             conn.parser.unreader.unread(bytes(head))
             conn.pine_head = None
@@ -252,6 +258,37 @@ class ThreadWorker(_GThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
             return super().handle(conn)
         finally:
             deadlines.disarm(conn)
+
+    @staticmethod
+    def _result(value: Any, conn: Any) -> Any:
+        """What ``handle`` returns for ``value`` in this gunicorn: gunicorn 23 wants the pair."""
+        return (value, conn) if _GUNICORN_23 else value
+
+    def enqueue_req(self, conn: Any) -> None:
+        if _GUNICORN_23 and not conn.initialized and self._reads_head_itself(conn):
+            # gunicorn 23 calls conn.init() here, before the thread: the socket
+            # would turn blocking and handle() would take the connection for
+            # one whose head gunicorn reads, so one byte would hold a thread.
+            # Its own submit, without init().
+            self._wrap_future(self.tpool.submit(self.handle, conn), conn)
+            return
+        super().enqueue_req(conn)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        if _GUNICORN_23 and not conn.initialized and getattr(conn, "pine_head", None) is not None:
+            # A head still coming, back in gunicorn 23's poller as a kept-alive
+            # connection is: it is in _keep, which gunicorn leaves it in for a
+            # connection not initialized, and its keep-alive timer would then
+            # close it while a thread reads it.
+            with self._lock:
+                self.poller.unregister(client)
+                try:
+                    self._keep.remove(conn)
+                except ValueError:
+                    return  # its timer ran out meanwhile: gunicorn closed it
+            self.enqueue_req(conn)
+            return
+        super().on_client_socket_readable(conn, client)
 
     def murder_pending(self) -> None:
         # gunicorn's loop handles the readable sockets its last select saw, then

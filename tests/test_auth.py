@@ -17,7 +17,7 @@ import bcrypt
 import pytest
 from flask import Flask
 
-from flask_pine_ws import Config
+from flask_pine_ws import Config, FlaskPineWS
 from flask_pine_ws.auth import HtpasswdError, Login, Secret, Throttle, load_htpasswd
 from flask_pine_ws.fileset import FileSet
 from flask_pine_ws.handshake import origin_allowed, refusal
@@ -194,6 +194,22 @@ def test_handshake_refuses_a_host_outside_trusted_hosts() -> None:
         assert b"TRUSTED_HOSTS" in refused.get_data()
     with app.test_request_context("/ws", headers={**upgrade, "Host": "logs.example.com"}):
         assert refusal(request, Config()) is None
+
+
+def test_trusted_hosts_hold_for_every_request_of_an_app_with_the_extension() -> None:
+    # Flask 3.1 applies TRUSTED_HOSTS itself, 3.0 ignores it and the extension
+    # applies it: either way the same answers, set before or after init_app.
+    app = Flask(__name__)
+    FlaskPineWS(app)
+    app.add_url_rule("/", "index", lambda: "hello")
+    client = app.test_client()
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 200  # not set
+    app.config["TRUSTED_HOSTS"] = ["logs.example.com", ".corp.example"]
+    for host, code in (("logs.example.com", 200), ("logs.example.com:8000", 200),
+                       ("a.corp.example", 200), ("evil.example", 400),
+                       ("logs.example.com.evil.example", 400)):
+        assert client.get("/", headers={"Host": host}).status_code == code, host
+    assert client.get("/nowhere", headers={"Host": "evil.example"}).status_code == 400
 
 
 def test_file_set_lists_directories_again_with_stable_names(tmp_path: Path) -> None:

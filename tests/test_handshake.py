@@ -37,6 +37,8 @@ def test_a_proper_upgrade_is_accepted() -> None:
     # header values as browsers and proxies write them
     assert refused({**UPGRADE, "Upgrade": "WebSocket",
                     "Connection": "keep-alive, Upgrade"}) is None
+    # a tab, and bytes above 0x7f (obs-text, latin-1 in the environ), are allowed
+    assert refused({**UPGRADE, "X-Note": "a\tb \xe9"}) is None
 
 
 @pytest.mark.parametrize(("change", "code", "says"), [
@@ -47,8 +49,10 @@ def test_a_proper_upgrade_is_accepted() -> None:
     ({"Sec-WebSocket-Key": "not base64 !!"}, 400, "not base64 of 16 bytes"),
     ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400, "not base64 of 16 bytes"),
     ({"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ"}, 400, "not base64 of 16 bytes"),
+    ({"Sec-WebSocket-Protocol": "a\x7fb"}, 400, "Sec-Websocket-Protocol header holds a control"),
+    ({"X-Note": "a\x01b"}, 400, "X-Note header holds a control byte"),
 ], ids=["no upgrade", "no connection upgrade", "version 8", "no key", "bad key",
-        "short key", "unpadded key"])
+        "short key", "unpadded key", "DEL in a header", "control byte in any header"])
 def test_broken_handshakes_are_refused_with_a_reason(change: dict[str, str], code: int,
                                                      says: str) -> None:
     response = refused({**UPGRADE, **change})

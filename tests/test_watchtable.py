@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+# watchdog 7.0 (the range's oldest) creates one inotify instance, and a thread
+# reading it, for the whole process when watchdog.observers is first imported,
+# and keeps them (7.1 starts them with an observer and ends them with it):
+# imported here, before any test, they are not the first watchdog test's leak.
+import watchdog.observers  # noqa: F401
+
 from flask_pine_ws.errors import PineWSError
 from flask_pine_ws.follower import Position
 from flask_pine_ws.watchtable import Subscription, WatchTable, parse_polling

@@ -931,11 +931,18 @@
   // ---- scroll back -------------------------------------------------------------
 
   let loadingBefore = false;
+  // Bumped whenever the page's lines are replaced (a match opened, back to the
+  // end): a block asked for before that belongs to the page that was, and must
+  // not land on top of the new one.
+  let pageGen = 0;
 
   // Where the page's oldest line starts, and in which file: the lines before
   // it are what scrolling back asks for. A notice on top (a rotation) ends it.
   function anchor() {
     if (!entries.length) {
+      // Emptied for a match being opened (emptying it scrolls to the top): the
+      // lines before the live tail are not that page's, and would land on top.
+      if (detached) return null;
       const at = tailStart !== null ? tailStart : offset;
       return at === null ? null : { start: at, file: fileId, entry: null };
     }
@@ -1002,9 +1009,11 @@
     if (!at || at.start === 0) return;
     loadingBefore = true;
     body.dataset.loading = 'before';
+    const gen = pageGen;
     try {
       const got = await fetchBlock('before', at.start, at.file, blockBytes());
-      if (at.entry ? entries[0] !== at.entry : entries.length) return; // the page changed meanwhile
+      // The page changed meanwhile: replaced, or other lines put on top.
+      if (gen !== pageGen || (at.entry ? entries[0] !== at.entry : entries.length)) return;
       if (got.gone) {
         prependElements([noticeElement('Earlier lines were in a file that is no longer at this path (rotated).')],
           [{ el: null, text: null }]);
@@ -1042,6 +1051,7 @@
   // Back to the live end from a page that holds older lines: the queue (the
   // newest lines) then the lines before them, read from the server.
   function reattach() {
+    pageGen += 1;
     detached = false;
     delete body.dataset.detached;
     for (const e of entries) e.el.remove();
@@ -1064,9 +1074,12 @@
     entries = [];
     lineCount = 0;
     shown = 0;
+    pageGen += 1;
+    const gen = pageGen;
     try {
       const [before, after] = await Promise.all([
         fetchBlock('before', at, file, 16384), fetchBlock('after', at, file, 32768)]);
+      if (gen !== pageGen) return; // another match was opened meanwhile: the page is its
       if (before.gone || after.gone) {
         const el = noticeElement('That match was in a file that is no longer at this path (rotated).');
         entries.push({ el, text: null });
