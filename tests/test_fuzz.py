@@ -41,7 +41,11 @@ from server import Server
 
 SUB = ["pine.watch.v1"]
 #: Close codes a server may send (RFC 6455 7.4.1): anything else is a bug.
-ALLOWED_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011}
+#: The close codes the server may send: its own (1000 to 1011 as RFC 6455 7.4.1 defines
+#: them), and any valid code a fuzzed client's close frame carried, which it echoes (1010,
+#: 3000-4999; RFC 6455 5.5.1). Never 1005, 1006 or 1015 (not for the wire), nor an
+#: unassigned one.
+ALLOWED_CLOSE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, *range(3000, 5000)}
 
 
 @dataclass
